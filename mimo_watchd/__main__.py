@@ -1,0 +1,3 @@
+from mimo_watchd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""The ``mimo-watchd`` command line: transcribe, emulate, run, status, retry, check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mimo_watchd import __version__, logsetup
+from mimo_watchd.config import (
+    ApiSettings,
+    Settings,
+    default_api_settings,
+    default_audio_settings,
+    load,
+    resolve_api_key,
+)
+from mimo_watchd.errors import ConfigError, MimoWatchdError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_API = 69  # EX_UNAVAILABLE: the API refused (auth, balance, network)
+EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus= uses it
+
+log = structlog.get_logger("mimo_watchd.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mimo-watchd", description=(
+        "Drop-folder transcription daemon for Xiaomi's MiMo speech-recognition API."))
+    p.add_argument("--version", action="version", version=f"mimo-watchd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("transcribe", help="transcribe files once, writing NAME.txt and NAME.json")
+    t.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    t.add_argument("-c", "--config", type=Path, help="take API and audio settings from this file")
+    t.add_argument("-o", "--output-dir", type=Path, help="write sidecars here (default: beside "
+                   "each input)")
+    t.add_argument("--force", action="store_true", help="overwrite existing sidecars")
+    t.add_argument("--language", choices=("auto", "zh", "en"))
+    t.add_argument("--stream", action="store_true", help="use streaming responses")
+    t.add_argument("--json", action="store_true", help="print each result as JSON to stdout")
+    t.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+
+    e = sub.add_parser("emulate", help="serve a local stand-in for the MiMo API")
+    from mimo_watchd.emulator import cli as emulator_cli
+
+    emulator_cli.add_arguments(e)
+
+    r = sub.add_parser("run", help="run the daemon in the foreground")
+    r.add_argument("-c", "--config", type=Path, required=True)
+    r.add_argument("--once", action="store_true",
+                   help="process what is there (and what arrives meanwhile), then exit")
+
+    s = sub.add_parser("status", help="queue, in progress, done, failed, paused")
+    s.add_argument("-c", "--config", type=Path, required=True)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--failures", type=int, default=10, help="recent failures to list")
+
+    rt = sub.add_parser("retry", help="move failed files back into their watch and queue them")
+    rt.add_argument("-c", "--config", type=Path, required=True)
+    rt.add_argument("--failed", action="store_true", help="every file in the failed folders")
+    rt.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+
+    c = sub.add_parser("check", help="validate the config, folders and key; --api tries a request")
+    c.add_argument("-c", "--config", type=Path, required=True)
+    c.add_argument("--api", action="store_true", help="send one tiny real request")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "transcribe":
+            return cmd_transcribe(args)
+        if args.command == "emulate":
+            from mimo_watchd.emulator import cli as emulator_cli
+
+            return emulator_cli.run(args)
+        from mimo_watchd import commands
+
+        return int(getattr(commands, f"cmd_{args.command}")(args))
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _api_and_audio(args: argparse.Namespace) -> tuple[ApiSettings, Any]:
+    if args.config:
+        settings: Settings = load(args.config)
+        api, audio = settings.api, settings.audio
+    else:
+        api, audio = default_api_settings(), default_audio_settings()
+    overrides: dict[str, Any] = {}
+    if args.language:
+        overrides["language"] = args.language
+    if args.stream:
+        overrides["stream"] = True
+    if overrides:
+        api = ApiSettings(**{**api.__dict__, **overrides})
+    return api, audio
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    """Transcribes each file; sidecars beside it (or in --output-dir); the input is untouched."""
+    from mimo_watchd.client import MimoClient
+    from mimo_watchd.outputs import transcript_document, write_sidecars
+    from mimo_watchd.pipeline import FileTranscriber
+
+    logsetup.configure("info", args.log_format)
+    api, audio = _api_and_audio(args)
+    key = resolve_api_key(api)
+    client = MimoClient(api, key)
+    progress = _Progress(len(args.files))
+    failures: list[str] = []
+
+    def one(path: Path) -> dict[str, Any] | None:
+        started = time.monotonic()
+        folder = args.output_dir or path.parent
+        stem = path.stem if path.suffix else path.name
+        try:
+            if not path.is_file():
+                raise MimoWatchdError("not a regular file" if path.exists() else "no such file")
+            if not args.force:
+                existing = [folder / f"{stem}{s}" for s in (".txt", ".json")
+                            if (folder / f"{stem}{s}").exists()]
+                if existing:
+                    raise MimoWatchdError(f"{existing[0]} exists (use --force to overwrite)")
+            runner = FileTranscriber(client, audio, language=api.language)
+            result = runner.run(path)
+            doc = transcript_document(result, source_path=path.resolve(),
+                                      original_path=path.resolve())
+            sidecars = write_sidecars(doc, folder, stem, overwrite=args.force)
+        except (MimoWatchdError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, MimoWatchdError) else str(exc)
+            failures.append(f"{path}: {reason}")
+            log.error("file.failed", path=str(path), reason=reason,
+                      seconds=round(time.monotonic() - started, 3))
+            progress.step(path, ok=False)
+            return None
+        log.info("file.done", path=str(path), outcome="done", txt=str(sidecars.txt),
+                 audio_seconds=round(result.info.duration_seconds, 3),
+                 billed_seconds=result.usage.get("seconds"),
+                 tokens=result.usage.get("total_tokens"), chunks=len(result.chunks),
+                 attempts=result.attempts, seconds=round(time.monotonic() - started, 3))
+        progress.step(path, ok=True)
+        return doc
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, api.max_concurrency)) as pool:
+            docs = list(pool.map(one, args.files))
+    finally:
+        client.close()
+        progress.done()
+    if args.json:
+        for doc in docs:
+            if doc is not None:
+                print(json.dumps(doc, ensure_ascii=False))
+    for line in failures:
+        print(f"failed: {line}", file=sys.stderr)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+class _Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.count = 0
+        self.enabled = sys.stderr.isatty()
+
+    def step(self, path: Path, *, ok: bool) -> None:
+        self.count += 1
+        if self.enabled:
+            mark = "ok" if ok else "FAILED"
+            sys.stderr.write(f"\r\x1b[K[{self.count}/{self.total}] {mark} {path.name}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.count:
+            sys.stderr.write("\n")

@@ -1,0 +1,342 @@
+"""The daemon: intake (watch -> settle -> ledger), a worker pool, pause/resume, reload, stop.
+
+Threads: watchdog observers feed the ``Settler``; one scheduler thread turns settled files into
+ledger jobs; ``max_concurrency`` workers claim due jobs and run them through ``JobRunner``.
+The main thread only waits for signals. Every state change goes through the ledger first, so
+a ``kill -9`` at any moment is recovered at the next start without loss or a second payment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from mimo_watchd import audio
+from mimo_watchd.client import MimoClient
+from mimo_watchd.config import Settings, WatchSettings, load, resolve_api_key
+from mimo_watchd.errors import ConfigError, MimoWatchdError
+from mimo_watchd.fsutil import atomic_write
+from mimo_watchd.jobs import JobRunner, Outcome
+from mimo_watchd.ledger import Ledger
+from mimo_watchd.outputs import dumps
+from mimo_watchd.pipeline import now_iso, sha256_file
+from mimo_watchd.settle import Ready, Settler
+from mimo_watchd.watcher import WatchSet
+
+log = structlog.get_logger("mimo_watchd.daemon")
+
+STATUS_FILE = "status.json"
+
+
+@dataclass
+class PauseState:
+    """Why API work is paused (an operator problem), and when to probe again."""
+
+    reason: str | None = None
+    since: float = 0.0
+    next_probe_at: float = 0.0
+    probing: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Daemon:
+    """Owns every long-lived part; ``run`` blocks until a signal (or, with ``once``, idle)."""
+
+    def __init__(self, settings: Settings, *, once: bool = False,
+                 config_path: Path | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.once = once
+        self.ledger = Ledger(settings.state_dir)
+        self.client = self._new_client(settings)
+        self.retired_clients: list[MimoClient] = []
+        self.pause = PauseState()
+        self.stop_intake = threading.Event()
+        self.stop_workers = threading.Event()
+        self.wake = threading.Condition()
+        self.in_progress = 0
+        self.counter_lock = threading.Lock()
+        self.last_worker_beat: dict[str, float] = {}
+        self.watches = {str(w.path): w for w in settings.watches}
+        self.settler = Settler(probe=audio.probe,
+                               incomplete_timeout=settings.incomplete_timeout_seconds)
+        self.watchset = WatchSet(settings.watches, self.settler.offer,
+                                 rescan_interval=settings.rescan_interval_seconds, log=log)
+        self.runner = JobRunner(self)
+        self.threads: list[threading.Thread] = []
+        self.signals = 0
+        self.exit_code = 0
+        self.started = time.time()
+        self.scan_done = threading.Event()
+
+    @staticmethod
+    def _new_client(settings: Settings) -> MimoClient:
+        return MimoClient(settings.api, resolve_api_key(settings.api))
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def prepare_folders(self) -> None:
+        problems = []
+        for i, w in enumerate(self.settings.watches):
+            if not w.path.is_dir():
+                problems.append(f"watches[{i}].path: {w.path} is not an existing folder")
+            for key in ("processed_dir", "failed_dir", "output_dir"):
+                folder = getattr(w, key)
+                if folder is None:
+                    continue
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    problems.append(f"watches[{i}].{key}: cannot create {folder}: "
+                                    f"{exc.strerror}")
+        if problems:
+            raise ConfigError(problems, str(self.config_path) if self.config_path else None)
+
+    def run(self) -> int:
+        """Runs until stopped; returns the process exit code."""
+        self.prepare_folders()
+        recovered = self.ledger.recover()
+        if self.once:
+            self.ledger.reset_retry_times()
+        log.info("daemon.start", pid=os.getpid(), watches=list(self.watches),
+                 recovered_jobs=recovered, once=self.once,
+                 concurrency=self.settings.api.max_concurrency)
+        self._install_signals()
+        self._start_thread("scheduler", self._scheduler)
+        for i in range(self.settings.api.max_concurrency):
+            self._start_thread(f"worker-{i}", self._worker)
+        self.watchset.start()
+        self.scan_done.set()
+        self.write_status()
+        try:
+            while not self.stop_intake.is_set():
+                self.stop_intake.wait(1.0)
+                self.write_status()
+                if self.once and self._idle():
+                    log.info("daemon.once_done")
+                    self.stop_intake.set()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _idle(self) -> bool:
+        if self.pause.reason is not None:
+            self.exit_code = 69
+            log.error("daemon.once_paused", reason=self.pause.reason)
+            return True
+        counts = self.ledger.counts()
+        return (self.scan_done.is_set() and self.settler.pending() == 0
+                and counts["QUEUED"] == 0 and counts["PROCESSING"] == 0 and self.in_progress == 0)
+
+    def _start_thread(self, name: str, target: Any) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+            target=self.reload, name="reload", daemon=True).start())
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals > 1:
+            # Second signal: leave now. PROCESSING jobs are recovered at the next start.
+            os.write(2, b'{"event": "daemon.exit_now", "level": "warning"}\n')
+            os._exit(128 + signum)
+        log.info("daemon.stopping", signal=signal.Signals(signum).name)
+        self.stop_intake.set()
+
+    def _shutdown(self) -> None:
+        self.watchset.stop()
+        deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+        self.stop_workers.set()
+        with self.wake:
+            self.wake.notify_all()
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self.threads if t.is_alive()]
+        self.client.close()
+        for c in self.retired_clients:
+            c.close()
+        for t in self.threads:
+            t.join(5.0)
+        requeued = self.ledger.recover()
+        log.info("daemon.stopped", requeued_jobs=requeued, abandoned_threads=stuck)
+        self.write_status(stopped=True)
+        self.ledger.close()
+
+    # --- intake -------------------------------------------------------------------------
+
+    def _scheduler(self) -> None:
+        while not self.stop_intake.is_set():
+            try:
+                for ready in self.settler.poll():
+                    self.admit(ready)
+            except Exception:
+                log.exception("scheduler.error")
+            with self.wake:
+                self.wake.notify_all()
+            self.stop_intake.wait(min(0.05, max(0.005, self.settler.next_check_in())))
+
+    def admit(self, ready: Ready) -> None:
+        """Turns a settled file into a QUEUED job, once per identity."""
+        path = ready.path
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return
+        active = self.ledger.active_for_path(str(path))
+        if active is not None and active.size == st.st_size and active.mtime_ns == st.st_mtime_ns:
+            return
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            log.warning("intake.unreadable", path=str(path), reason=exc.strerror)
+            return
+        arrived = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ready.arrived_at))
+        job = self.ledger.enqueue(watch=str(ready.watch.path), path=str(path), size=st.st_size,
+                                  mtime_ns=st.st_mtime_ns, sha256=digest, arrived_at=arrived)
+        log.debug("intake.queued", path=str(path), job=job.id)
+        if ready.incomplete_reason:
+            claimed = self.ledger.claim_job(job.id)
+            if claimed is not None:
+                self.runner.fail_incomplete(claimed, ready.incomplete_reason)
+
+    # --- work ---------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        name = threading.current_thread().name
+        while not self.stop_workers.is_set():
+            self.last_worker_beat[name] = time.monotonic()
+            job = self._next_job()
+            if job is None:
+                with self.wake:
+                    self.wake.wait(self._idle_wait())
+                continue
+            with self.counter_lock:
+                self.in_progress += 1
+            try:
+                outcome = self.runner.run(job)
+            except Exception:
+                # Even failing could not be recorded (e.g. the failed folder is unwritable):
+                # keep the job queued rather than lose track of the file.
+                log.exception("worker.error", path=job.path)
+                self.ledger.requeue(job.id, delay=self.settings.retry_delay_seconds,
+                                    error="internal error while finishing the job")
+                outcome = Outcome(job.id, "retry")
+            finally:
+                with self.counter_lock:
+                    self.in_progress -= 1
+            self._after(outcome)
+        self.last_worker_beat.pop(name, None)
+
+    def _idle_wait(self) -> float:
+        due = self.ledger.next_due_in()
+        wait = 1.0 if due is None else min(1.0, due)
+        if self.pause.reason is not None:
+            wait = min(wait, max(0.05, self.pause.next_probe_at - time.monotonic()))
+        return max(0.02, wait)
+
+    def _next_job(self) -> Any:
+        if self.stop_intake.is_set() and not self.once:
+            return None  # a stop was asked: finish in-flight jobs only
+        with self.pause.lock:
+            if self.pause.reason is not None:
+                if self.pause.probing or time.monotonic() < self.pause.next_probe_at:
+                    return None
+                job = self.ledger.claim()
+                if job is not None:
+                    self.pause.probing = True
+                    log.info("pause.probe", path=job.path)
+                return job
+        return self.ledger.claim()
+
+    def _after(self, outcome: Outcome) -> None:
+        with self.pause.lock:
+            was_probe = self.pause.probing
+            self.pause.probing = False
+            if outcome.paused_reason is not None:
+                if self.pause.reason is None:
+                    self.pause.since = time.time()
+                    log.error("daemon.paused", reason=outcome.paused_reason,
+                              probe_every_seconds=self.settings.pause_probe_seconds)
+                self.pause.reason = outcome.paused_reason
+                self.pause.next_probe_at = time.monotonic() + self.settings.pause_probe_seconds
+            elif self.pause.reason is not None and was_probe:
+                log.info("daemon.resumed", paused_seconds=round(time.time() - self.pause.since))
+                self.pause.reason = None
+                self.ledger.reset_retry_times()
+        self.write_status()
+
+    # --- reload -------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-reads the config; an invalid one is rejected and the old one kept."""
+        if self.config_path is None:
+            return
+        try:
+            new = load(self.config_path)
+            new_client = (self._new_client(new) if new.api != self.settings.api else None)
+        except ConfigError as exc:
+            log.error("reload.rejected", problems=exc.problems, config=str(self.config_path))
+            return
+        old = self.settings
+        self.settings = new
+        self.watches.update({str(w.path): w for w in new.watches})
+        self.watchset.reconfigure(new.watches)
+        if new_client is not None:
+            self.retired_clients.append(self.client)
+            self.client = new_client
+        log.info("reload.done", watches=[str(w.path) for w in new.watches],
+                 added=sorted({str(w.path) for w in new.watches} -
+                              {str(w.path) for w in old.watches}),
+                 removed=sorted({str(w.path) for w in old.watches} -
+                                {str(w.path) for w in new.watches}))
+        self.write_status()
+
+    def watch_for(self, watch_path: str) -> WatchSettings:
+        return self.watches[watch_path]
+
+    # --- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "updated_at": now_iso(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "paused": self.pause.reason is not None,
+            "paused_reason": self.pause.reason,
+            "in_progress": self.in_progress,
+            "settling": self.settler.pending(),
+            "watches": self.watchset.status(),
+        }
+
+    def write_status(self, *, stopped: bool = False) -> None:
+        doc = self.status()
+        doc["running"] = not stopped
+        try:
+            atomic_write(self.settings.state_dir / STATUS_FILE, dumps(doc), overwrite=True)
+        except OSError as exc:
+            log.warning("status.write_failed", reason=exc.strerror)
+
+
+def run(config_path: Path, *, once: bool = False) -> int:
+    settings = load(config_path)
+    from mimo_watchd import logsetup
+
+    logsetup.configure(settings.log.level, settings.log.format)
+    try:
+        daemon = Daemon(settings, once=once, config_path=config_path)
+    except MimoWatchdError:
+        raise
+    return daemon.run()

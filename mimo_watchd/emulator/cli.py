@@ -1,0 +1,128 @@
+"""``mimo-watchd emulate`` / ``python -m mimo_watchd.emulator``: serve the emulator until a signal.
+
+The main CLI mounts it with ``add_arguments(subparser)`` and ``run(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from mimo_watchd.emulator.faults import FAULT_KINDS, FaultRule
+from mimo_watchd.emulator.server import Emulator, EmulatorConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's options to ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--base-path", default="/v1", help="API prefix (default %(default)s)")
+    parser.add_argument("--model", default="mimo-v2.5-asr", help="the one model accepted")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help="accepted key (repeatable); default: any non-empty key",
+    )
+    parser.add_argument("--latency-scale", type=float, default=1.0, help="0 answers at once")
+    parser.add_argument("--rpm", type=int, default=100, help="requests per minute, 0 = no limit")
+    parser.add_argument("--tpm", type=int, default=10_000, help="tokens per minute, 0 = no limit")
+    parser.add_argument("--max-concurrency", type=int, default=0, help="0 = no cap")
+    parser.add_argument("--max-b64-chars", type=int, default=10_000_000)
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND[:TIMES]",
+        type=_fault,
+        help=f"queue a fault for the next TIMES requests ('*' = all); kinds: {', '.join(FAULT_KINDS)}",
+    )
+    parser.add_argument(
+        "--fault-rate",
+        action="append",
+        default=[],
+        metavar="KIND=P",
+        type=_rate,
+        help="inject KIND into a random share P of requests (seeded by --seed)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the random fault mix")
+    parser.add_argument(
+        "--sse-comments", action="store_true", help="send ': keep-alive' lines in streams"
+    )
+
+
+def _fault(text: str) -> FaultRule:
+    kind, _, times = text.partition(":")
+    try:
+        return FaultRule(kind, None if times == "*" else int(times or 1))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> tuple[str, float]:
+    kind, sep, p = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError("expected KIND=P")
+        FaultRule(kind)
+        return kind, float(p)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """The ``EmulatorConfig`` the parsed options describe."""
+    return EmulatorConfig(
+        host=args.host,
+        port=args.port,
+        base_path=args.base_path,
+        model=args.model,
+        api_keys=frozenset(args.api_keys) if args.api_keys else None,
+        max_b64_chars=args.max_b64_chars,
+        rpm=args.rpm or None,
+        tpm=args.tpm or None,
+        max_concurrency=args.max_concurrency or None,
+        latency_scale=args.latency_scale,
+        faults=tuple(args.fault),
+        fault_rate=dict(args.fault_rate),
+        seed=args.seed,
+        sse_comments=args.sse_comments,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; prints the base URL first. Returns the exit status."""
+    try:
+        emulator = Emulator(config_from_args(args)).start()
+    except (OSError, ValueError) as exc:
+        print(f"mimo-watchd emulate: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(emulator.url, flush=True)
+        # A timeout keeps the main thread returning to the interpreter, where handlers run.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m mimo_watchd.emulator``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mimo_watchd.emulator", description="Serve the MiMo ASR API emulator."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,128 @@
+"""The one error hierarchy of mimo-watchd.
+
+Every failure the program reasons about is one of these; foreign exceptions (httpx, PyAV,
+sqlite3, OSError from moves) are translated at exactly one boundary each and chained with
+``from exc``::
+
+    MimoWatchdError
+    ├── ConfigError                 invalid configuration; every problem listed with its key path
+    ├── AudioError                  this input is not usable audio (permanent for the file)
+    │   └── IncompleteAudioError    looks like audio still being written: re-check later
+    ├── ApiError                    anything the MiMo API (or the way to it) answered
+    │   ├── PermanentApiError       400, 421, content_filter: this input will never succeed
+    │   ├── OutputTruncatedError    finish_reason "length": re-split the audio smaller
+    │   ├── TransientApiError       429, 5xx, timeouts, dropped connections, stream without [DONE]
+    │   │   └── RateLimitedError    429 specifically (slows the whole client down)
+    │   └── OperatorError           401, 402, 403, 404: needs a human; pause all API work
+    └── JobError                    a file could not be processed for a reason of its own
+                                    (unsafe path, move failed, vanished)
+
+``retryable`` says whether trying the same request again later can succeed; ``pauses`` says
+whether the whole daemon must stop calling the API until an operator fixes something.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MimoWatchdError(Exception):
+    """Base of every error mimo-watchd raises on purpose."""
+
+    retryable: bool = False
+    pauses: bool = False
+
+    @property
+    def reason(self) -> str:
+        """A one-line, human-readable reason (what goes into logs and error files)."""
+        return str(self)
+
+
+class ConfigError(MimoWatchdError):
+    """The configuration is invalid; ``problems`` holds every finding as ``path: message``."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(self.problems))
+
+    def render(self) -> str:
+        """All problems, one per line, each prefixed with the file."""
+        where = f"{self.source}: " if self.source else ""
+        return "\n".join(where + p for p in self.problems)
+
+
+class AudioError(MimoWatchdError):
+    """The file cannot be turned into audio the API accepts (corrupt, empty, not audio)."""
+
+
+class IncompleteAudioError(AudioError):
+    """Looks like audio still being written (truncated container): wait, then probe again."""
+
+    retryable = True
+
+
+class JobError(MimoWatchdError):
+    """A file could not be processed for a reason of its own (unsafe path, vanished, move)."""
+
+
+class ApiError(MimoWatchdError):
+    """The MiMo API, or the network path to it, did not give a usable transcript."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.request_id = request_id
+        self.attempts = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """What an error file or the ledger records about this error (never contains the key)."""
+        return {
+            "error": type(self).__name__,
+            "reason": self.reason,
+            "http_status": self.status,
+            "api_error": self.body,
+            "request_id": self.request_id,
+            "attempts": self.attempts,
+        }
+
+
+class PermanentApiError(ApiError):
+    """The API refused this input for good (400, 421, content_filter)."""
+
+
+class OutputTruncatedError(ApiError):
+    """The transcript hit the output cap (``finish_reason: length``): cut the audio smaller."""
+
+    def __init__(self, message: str, *, partial_text: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.partial_text = partial_text
+
+
+class TransientApiError(ApiError):
+    """A failure that may go away by itself: retry with backoff."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(TransientApiError):
+    """HTTP 429: the account's request or token budget is spent for now."""
+
+
+class OperatorError(ApiError):
+    """Needs a human (bad key, no balance, region block, wrong URL or model): pause all API work."""
+
+    pauses = True

@@ -1,0 +1,232 @@
+"""One file end to end: prepare the audio, transcribe its chunks in parallel, join the text.
+
+Used by both ``mimo-watchd transcribe`` and the daemon. Chunks are pulled lazily from the
+audio layer (bounded memory) and sent concurrently within the client's shared limits. Each
+chunk's paid response goes to the ``Journal`` before it is interpreted; a chunk already in the
+journal is never sent again, so a retry or a restart re-sends only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from mimo_watchd import joining
+from mimo_watchd.audio import AudioInfo, prepare
+from mimo_watchd.client import MimoClient, Transcript, parse_completion
+from mimo_watchd.config import AudioSettings
+from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError
+
+USAGE_FIELDS = ("seconds", "prompt_tokens", "completion_tokens", "total_tokens", "audio_tokens")
+MIN_RESPLIT_SECONDS = 4.0
+
+
+class Journal(Protocol):
+    """Where paid responses are kept, keyed by the audio span they answer."""
+
+    def lookup(self, key: str) -> dict[str, Any] | None: ...
+
+    def record(self, key: str, raw: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    start: float
+    end: float
+    text: str
+    request_id: str | None
+    usage: dict[str, Any]
+    attempts: int
+    api_seconds: float
+    overlapped: bool
+    from_journal: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "start": round(self.start, 3), "end": round(self.end, 3),
+                "request_id": self.request_id, "usage": flat_usage(self.usage),
+                "attempts": self.attempts, "from_journal": self.from_journal}
+
+
+@dataclass
+class TranscriptResult:
+    path: Path
+    sha256: str
+    info: AudioInfo
+    text: str
+    language: str
+    model: str
+    chunks: list[ChunkResult]
+    started_at: str
+    finished_at: str
+    api_seconds: float
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def attempts(self) -> int:
+        return max((c.attempts for c in self.chunks), default=0)
+
+    @property
+    def api_calls(self) -> int:
+        return sum(c.attempts for c in self.chunks if not c.from_journal)
+
+
+def flat_usage(usage: dict[str, Any]) -> dict[str, int]:
+    """The usage fields we account for, with ``audio_tokens`` lifted out of its details."""
+    out = {k: int(usage[k]) for k in USAGE_FIELDS if isinstance(usage.get(k), int | float)}
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and isinstance(details.get("audio_tokens"), int | float):
+        out["audio_tokens"] = int(details["audio_tokens"])
+    return out
+
+
+def sum_usage(chunks: list[ChunkResult]) -> dict[str, int]:
+    total = dict.fromkeys(USAGE_FIELDS, 0)
+    for c in chunks:
+        for k, v in flat_usage(c.usage).items():
+            total[k] += v
+    return total
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1024 * 1024):
+            h.update(block)
+    return h.hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def span_key(start: float, end: float) -> str:
+    return f"{start:.3f}-{end:.3f}"
+
+
+def _name_chunk(exc: ApiError | AudioError, index: int, start: float, end: float) -> Exception:
+    prefix = f"chunk {index} ({start:.1f}-{end:.1f} s): "
+    if isinstance(exc, ApiError):
+        new = type(exc).__new__(type(exc))
+        new.__dict__.update(exc.__dict__)
+        new.args = (prefix + str(exc),)
+        return new
+    return type(exc)(prefix + str(exc))
+
+
+class FileTranscriber:
+    """Transcribes one prepared file; the chunk pool is bounded by the client's concurrency."""
+
+    def __init__(self, client: MimoClient, audio: AudioSettings, *, language: str,
+                 journal: Journal | None = None,
+                 on_chunk: Callable[[ChunkResult], None] | None = None) -> None:
+        self.client = client
+        self.audio = audio
+        self.language = language
+        self.journal = journal
+        self.on_chunk = on_chunk
+        self._lock = threading.Lock()
+
+    def run(self, path: Path, *, sha256: str | None = None) -> TranscriptResult:
+        started = now_iso()
+        digest = sha256 or sha256_file(path)
+        prepared = prepare(path, audio=self.audio,
+                           max_b64_chars=self.client.api.max_request_b64_chars)
+        results = self._all_chunks(prepared)
+        results.sort(key=lambda c: (c.start, c.end))
+        for i, c in enumerate(results):
+            c.index = i
+        text = joining.join([c.text for c in results], [c.overlapped for c in results])
+        return TranscriptResult(
+            path=path, sha256=digest, info=prepared.info, text=text, language=self.language,
+            model=self.client.api.model, chunks=results, started_at=started,
+            finished_at=now_iso(), api_seconds=sum(c.api_seconds for c in results),
+            usage=sum_usage(results))
+
+    def _all_chunks(self, prepared: Any) -> list[ChunkResult]:
+        limit = max(1, self.client.api.max_concurrency)
+        results: list[ChunkResult] = []
+        first_error: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="chunk") as pool:
+            pending: set[Future[list[ChunkResult]]] = set()
+
+            def collect(done: set[Future[list[ChunkResult]]]) -> None:
+                nonlocal first_error
+                for fut in done:
+                    try:
+                        results.extend(fut.result())
+                    except BaseException as exc:
+                        if first_error is None:
+                            first_error = exc
+
+            for chunk in prepared.iter_chunks():
+                if first_error is not None or self.client.stopping:
+                    break
+                while len(pending) > limit:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    collect(done)
+                pending.add(pool.submit(self._chunk, prepared, chunk))
+            done, _ = wait(pending)
+            collect(done)
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def _chunk(self, prepared: Any, chunk: Any) -> list[ChunkResult]:
+        return self._span(prepared, chunk.index, chunk.start, chunk.end, chunk.data, chunk.mime,
+                          overlapped=chunk.overlap_before > 0)
+
+    def _span(self, prepared: Any, index: int, start: float, end: float, data: bytes | None,
+              mime: str | None, *, overlapped: bool) -> list[ChunkResult]:
+        key = span_key(start, end)
+        try:
+            raw = self.journal.lookup(key) if self.journal else None
+            if raw is not None:
+                t = parse_completion(raw)
+                result = self._result(index, start, end, t, overlapped, from_journal=True)
+            else:
+                if data is None:
+                    data, mime = _encoded(prepared.encode_span(start, end), self.audio)
+                record = (lambda r: self.journal.record(key, r)) if self.journal else None
+                t = self.client.transcribe(data, mime or "audio/mpeg", end - start,
+                                           language=self.language, on_response=record)
+                result = self._result(index, start, end, t, overlapped, from_journal=False)
+        except OutputTruncatedError as exc:
+            if end - start < 2 * MIN_RESPLIT_SECONDS:
+                raise _name_chunk(exc, index, start, end) from exc
+            return self._resplit(prepared, index, start, end, overlapped)
+        except (ApiError, AudioError) as exc:
+            raise _name_chunk(exc, index, start, end) from exc
+        if self.on_chunk:
+            self.on_chunk(result)
+        return [result]
+
+    def _resplit(self, prepared: Any, index: int, start: float, end: float,
+                 overlapped: bool) -> list[ChunkResult]:
+        """Halves a span whose transcript hit the output cap; the halves overlap slightly."""
+        mid = (start + end) / 2
+        overlap = min(self.audio.overlap_seconds, (end - start) / 4)
+        first = self._span(prepared, index, start, mid, None, None, overlapped=overlapped)
+        second = self._span(prepared, index, max(start, mid - overlap), end, None, None,
+                            overlapped=overlap > 0)
+        return first + second
+
+    def _result(self, index: int, start: float, end: float, t: Transcript, overlapped: bool,
+                *, from_journal: bool) -> ChunkResult:
+        return ChunkResult(index=index, start=start, end=end, text=t.text,
+                           request_id=t.request_id, usage=t.usage,
+                           attempts=0 if from_journal else t.attempts,
+                           api_seconds=t.api_seconds, overlapped=overlapped,
+                           from_journal=from_journal)
+
+
+def _encoded(value: Any, audio: AudioSettings) -> tuple[bytes, str]:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value), ("audio/wav" if audio.chunk_format == "wav" else "audio/mpeg")
+    return value.data, value.mime
