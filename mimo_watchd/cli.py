@@ -142,6 +142,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             sidecars = write_sidecars(doc, folder, stem, overwrite=args.force)
         except (MimoWatchdError, OSError) as exc:
             reason = exc.reason if isinstance(exc, MimoWatchdError) else str(exc)
+            reason = reason.removeprefix(f"{path}: ")  # audio errors already name the file
             failures.append(f"{path}: {reason}")
             log.error("file.failed", path=str(path), reason=reason,
                       seconds=round(time.monotonic() - started, 3))

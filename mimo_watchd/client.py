@@ -169,7 +169,9 @@ class MimoClient:
         self._http = httpx.Client(transport=transport, follow_redirects=False,
                                   headers={"User-Agent": f"mimo-watchd/{__version__}"},
                                   limits=httpx.Limits(max_connections=api.max_concurrency + 2))
-        self.on_attempt: Callable[[str, ApiError | None], None] | None = None
+        # Called after every HTTP attempt with (status, usage of a paid answer, is a retry):
+        # the daemon's metrics hang here.
+        self.on_attempt: Callable[[str, dict[str, Any] | None, bool], None] | None = None
 
     def __repr__(self) -> str:
         return f"MimoClient(url={self.url!r}, model={self.api.model!r})"
@@ -235,7 +237,7 @@ class MimoClient:
             except ApiError as exc:
                 exc.attempts = attempt
                 if self.on_attempt:
-                    self.on_attempt(str(exc.status or "error"), exc)
+                    self.on_attempt(str(exc.status or "error"), None, attempt > 1)
                 if not exc.retryable or attempt > self.api.max_retries or self.stopping:
                     raise
                 delay = self._backoff(attempt, exc)
@@ -247,7 +249,7 @@ class MimoClient:
                     raise
                 continue
             if self.on_attempt:
-                self.on_attempt("200", None)
+                self.on_attempt("200", transcript.usage, attempt > 1)
             return transcript
 
     def _backoff(self, attempt: int, exc: ApiError) -> float:

@@ -117,7 +117,8 @@ SCHEMA: dict[str, Opt] = {
         "overlap_seconds": Opt("float", 2.0,
                                "overlap of chunks cut where no silence exists", minimum=0.0),
     }),
-    "state_dir": Opt("path", "./state", "folder for the ledger (SQLite) and runtime files"),
+    "state_dir": Opt("path", "./state", "folder for the ledger (SQLite) and runtime files; "
+                     "when unset, systemd's $STATE_DIRECTORY if set, else ./state"),
     "on_duplicate": Opt("str", "reuse",
                         "same content seen again: reuse the earlier transcript, transcribe "
                         "again, or skip (move to processed without outputs)",
@@ -137,6 +138,9 @@ SCHEMA: dict[str, Opt] = {
     "shutdown_timeout_seconds": Opt("float", 60.0,
                                     "on SIGTERM, wait this long for in-flight jobs",
                                     minimum=0.0),
+    "worker_stall_seconds": Opt("float", 900.0,
+                                "a job making no progress this long counts as hung: health "
+                                "turns bad and systemd watchdog pings stop", minimum=0.5),
     "log": Opt("section", {}, "logging", children={
         "level": Opt("str", "info", "minimum level",
                      choices=("debug", "info", "warning", "error")),
@@ -229,6 +233,7 @@ class Settings:
     rescan_interval_seconds: float
     pause_probe_seconds: float
     shutdown_timeout_seconds: float
+    worker_stall_seconds: float
     log: LogSettings
     metrics: MetricsSettings
     watches: tuple[WatchSettings, ...]
@@ -421,10 +426,23 @@ def _excluded(target: Path, w: dict[str, Any]) -> bool:
     return any(fnmatch(rel, pat) or fnmatch(probe, pat) for pat in w["exclude"])
 
 
-def parse(raw: Any, *, base: Path, source: str | None = None) -> Settings:
+def parse(raw: Any, *, base: Path, source: str | None = None,
+          env: Mapping[str, str] | None = None) -> Settings:
     """Validates a parsed document; raises ConfigError listing every problem."""
+    env = os.environ if env is None else env
     v = _Validator(base)
     s = v.section("", raw, SCHEMA)
+    if isinstance(raw, dict) and "state_dir" not in raw and env.get("STATE_DIRECTORY"):
+        # Under systemd, StateDirectory= is the writable place (the config's folder is not).
+        s["state_dir"] = Path(env["STATE_DIRECTORY"].split(":")[0])
+    listen = s["metrics"]["listen"]
+    if listen:
+        from mimo_watchd.metrics import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ConfigError as exc:
+            v.problems.extend(exc.problems)
     if not v.problems:
         _cross_check(s, v.problems)
     if v.problems:
@@ -441,6 +459,7 @@ def parse(raw: Any, *, base: Path, source: str | None = None) -> Settings:
         rescan_interval_seconds=s["rescan_interval_seconds"],
         pause_probe_seconds=s["pause_probe_seconds"],
         shutdown_timeout_seconds=s["shutdown_timeout_seconds"],
+        worker_stall_seconds=s["worker_stall_seconds"],
         log=LogSettings(**s["log"]),
         metrics=MetricsSettings(**s["metrics"]),
         watches=tuple(_watch(w) for w in s["watches"]),

@@ -8,6 +8,7 @@ a ``kill -9`` at any moment is recovered at the next start without loss or a sec
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import threading
@@ -24,8 +25,11 @@ from mimo_watchd.client import MimoClient
 from mimo_watchd.config import Settings, WatchSettings, load, resolve_api_key
 from mimo_watchd.errors import ConfigError, MimoWatchdError
 from mimo_watchd.fsutil import atomic_write
+from mimo_watchd.hooks import HookRunner
 from mimo_watchd.jobs import JobRunner, Outcome
 from mimo_watchd.ledger import Ledger
+from mimo_watchd.metrics import Metrics, MetricsServer, serve
+from mimo_watchd.notify import Notifier, WatchdogPinger
 from mimo_watchd.outputs import dumps
 from mimo_watchd.pipeline import now_iso, sha256_file
 from mimo_watchd.settle import Ready, Settler
@@ -56,6 +60,7 @@ class Daemon:
         self.config_path = config_path
         self.once = once
         self.ledger = Ledger(settings.state_dir)
+        self.metrics = Metrics()
         self.client = self._new_client(settings)
         self.retired_clients: list[MimoClient] = []
         self.pause = PauseState()
@@ -76,10 +81,21 @@ class Daemon:
         self.exit_code = 0
         self.started = time.time()
         self.scan_done = threading.Event()
+        self.notifier = Notifier.from_env()
+        self.pinger = WatchdogPinger(self.notifier, self.alive)
+        self.metrics_server: MetricsServer | None = None
+        self.hooks = HookRunner(strip_env={settings.api.api_key_env},
+                                on_failure=self.metrics.observe_hook_failure)
+        # job id -> monotonic time of its last progress (claim, chunk done): hang detection.
+        self.progress: dict[int, float] = {}
 
-    @staticmethod
-    def _new_client(settings: Settings) -> MimoClient:
-        return MimoClient(settings.api, resolve_api_key(settings.api))
+    def _new_client(self, settings: Settings) -> MimoClient:
+        client = MimoClient(settings.api, resolve_api_key(settings.api))
+        client.on_attempt = self._on_api_attempt
+        return client
+
+    def _on_api_attempt(self, status: str, usage: dict[str, Any] | None, retry: bool) -> None:
+        self.metrics.observe_api(status, usage, retry=retry)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -109,13 +125,19 @@ class Daemon:
         log.info("daemon.start", pid=os.getpid(), watches=list(self.watches),
                  recovered_jobs=recovered, once=self.once,
                  concurrency=self.settings.api.max_concurrency)
+        faulthandler.enable()  # a watchdog SIGABRT then prints every thread's stack
         self._install_signals()
+        self.pinger.start()
+        if self.settings.metrics.listen:
+            self.metrics_server = serve(self.settings.metrics.listen, self.metrics, self.health)
         self._start_thread("scheduler", self._scheduler)
         for i in range(self.settings.api.max_concurrency):
             self._start_thread(f"worker-{i}", self._worker)
+        self.notifier.extend_timeout(600)  # the initial scan of a huge backlog may take a while
         self.watchset.start()
         self.scan_done.set()
         self.write_status()
+        self.notifier.ready(self.status_line())
         try:
             while not self.stop_intake.is_set():
                 self.stop_intake.wait(1.0)
@@ -157,6 +179,7 @@ class Daemon:
         self.stop_intake.set()
 
     def _shutdown(self) -> None:
+        self.notifier.stopping("stopping: finishing in-flight jobs")
         self.watchset.stop()
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         self.stop_workers.set()
@@ -170,9 +193,13 @@ class Daemon:
             c.close()
         for t in self.threads:
             t.join(5.0)
+        self.hooks.close(max(1.0, deadline - time.monotonic()))
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         requeued = self.ledger.recover()
         log.info("daemon.stopped", requeued_jobs=requeued, abandoned_threads=stuck)
         self.write_status(stopped=True)
+        self.pinger.stop()
         self.ledger.close()
 
     # --- intake -------------------------------------------------------------------------
@@ -225,6 +252,7 @@ class Daemon:
                 continue
             with self.counter_lock:
                 self.in_progress += 1
+                self.progress[job.id] = time.monotonic()
             try:
                 outcome = self.runner.run(job)
             except Exception:
@@ -237,6 +265,7 @@ class Daemon:
             finally:
                 with self.counter_lock:
                     self.in_progress -= 1
+                    self.progress.pop(job.id, None)
             self._after(outcome)
         self.last_worker_beat.pop(name, None)
 
@@ -271,10 +300,12 @@ class Daemon:
                     log.error("daemon.paused", reason=outcome.paused_reason,
                               probe_every_seconds=self.settings.pause_probe_seconds)
                 self.pause.reason = outcome.paused_reason
+                self.metrics.set_paused(True)
                 self.pause.next_probe_at = time.monotonic() + self.settings.pause_probe_seconds
             elif self.pause.reason is not None and was_probe:
                 log.info("daemon.resumed", paused_seconds=round(time.time() - self.pause.since))
                 self.pause.reason = None
+                self.metrics.set_paused(False)
                 self.ledger.reset_retry_times()
         self.write_status()
 
@@ -284,11 +315,13 @@ class Daemon:
         """SIGHUP: re-reads the config; an invalid one is rejected and the old one kept."""
         if self.config_path is None:
             return
+        self.notifier.reloading()
         try:
             new = load(self.config_path)
             new_client = (self._new_client(new) if new.api != self.settings.api else None)
         except ConfigError as exc:
             log.error("reload.rejected", problems=exc.problems, config=str(self.config_path))
+            self.notifier.ready(self.status_line())
             return
         old = self.settings
         self.settings = new
@@ -303,11 +336,52 @@ class Daemon:
                  removed=sorted({str(w.path) for w in old.watches} -
                                 {str(w.path) for w in new.watches}))
         self.write_status()
+        self.notifier.ready(self.status_line())
 
     def watch_for(self, watch_path: str) -> WatchSettings:
         return self.watches[watch_path]
 
-    # --- status -------------------------------------------------------------------------
+    # --- health and status --------------------------------------------------------------
+
+    def note_progress(self, job_id: int) -> None:
+        """A job moved forward (a chunk finished): it is not hung."""
+        with self.counter_lock:
+            if job_id in self.progress:
+                self.progress[job_id] = time.monotonic()
+
+    def alive(self) -> tuple[bool, str]:
+        """True while the scheduler, workers and observers run and no job is stuck.
+
+        This gates the systemd watchdog pings, so it must not include "paused": an operator
+        problem is not cured by a restart.
+        """
+        dead = [t.name for t in self.threads if not t.is_alive()]
+        if dead and not self.stop_intake.is_set():
+            return False, f"threads died: {', '.join(dead)}"
+        if not self.watchset.alive():
+            return False, "a folder observer died"
+        limit = self.settings.worker_stall_seconds
+        now = time.monotonic()
+        with self.counter_lock:
+            stalled = [j for j, t in self.progress.items() if now - t > limit]
+        if stalled:
+            return False, f"{len(stalled)} job(s) made no progress for {limit:g} s"
+        return True, "ok"
+
+    def health(self) -> tuple[bool, str]:
+        """/healthz: alive, and not paused by an operator problem."""
+        ok, reason = self.alive()
+        if ok and self.pause.reason is not None:
+            return False, f"paused: {self.pause.reason}"
+        return ok, reason
+
+    def status_line(self) -> str:
+        c = self.ledger.counts()
+        line = (f"queued {c['QUEUED']}, in progress {self.in_progress}, done {c['DONE']}, "
+                f"failed {c['FAILED']}")
+        if self.pause.reason is not None:
+            line = f"PAUSED ({self.pause.reason}); " + line
+        return line
 
     def status(self) -> dict[str, Any]:
         return {
@@ -322,6 +396,10 @@ class Daemon:
         }
 
     def write_status(self, *, stopped: bool = False) -> None:
+        counts = self.ledger.counts()
+        self.metrics.set_queue(counts["QUEUED"], self.in_progress)
+        if not stopped:
+            self.notifier.status(self.status_line())
         doc = self.status()
         doc["running"] = not stopped
         try:

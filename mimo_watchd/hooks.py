@@ -104,7 +104,7 @@ class HookRunner:
         for kind, wanted in (("command", hook.command), ("webhook", hook.webhook)):
             if not wanted:
                 continue
-            task = _Task(kind, hook, outcome, payload, dict(paths))
+            task = _Task(kind, hook, outcome, dict(payload), dict(paths))
             if self._closing.is_set():
                 self._fail(task, "hook runner is closed")
                 accepted = False
@@ -156,22 +156,22 @@ class HookRunner:
             except Exception as exc:  # a bug in a hook must not kill the pool
                 error = f"{type(exc).__name__}: {exc}"
             if error is None:
-                log.info("hook ran", hook=task.kind, outcome=task.outcome,
+                log.info("hook.ran", hook=task.kind, outcome=task.outcome,
                          audio=task.paths.get("audio"),
                          seconds=round(time.monotonic() - started, 3))
             else:
                 self._fail(task, error)
 
     def _fail(self, task: _Task, reason: str) -> None:
-        log.warning("hook failed", hook=task.kind, outcome=task.outcome,
+        log.warning("hook.failed", hook=task.kind, outcome=task.outcome,
                     audio=task.paths.get("audio"), reason=reason)
         if self._on_failure is not None:
             try:
                 self._on_failure(task.kind)
             except Exception:
-                log.exception("hook failure callback raised")
+                log.exception("hook.callback_error")
 
-    def command_env(self, outcome: str, paths: Mapping[str, str]) -> dict[str, str]:
+    def _command_env(self, outcome: str, paths: Mapping[str, str]) -> dict[str, str]:
         """The environment a command gets: ours minus secrets, plus ``MIMO_WATCHD_*``."""
         base = os.environ if self._env is None else self._env
         env = {k: v for k, v in base.items()
@@ -192,12 +192,14 @@ class HookRunner:
             # must not grow our memory. Its own session lets us kill it with its children.
             try:
                 proc = subprocess.Popen(
-                    argv, env=self.command_env(task.outcome, p), stdin=subprocess.DEVNULL,
+                    argv, env=self._command_env(task.outcome, p), stdin=subprocess.DEVNULL,
                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 )
             except OSError as exc:
                 return f"cannot run {argv[0]}: {exc.strerror or exc}"
             with self._procs_lock:
+                if self._abort.is_set():  # close() gave up while this one was starting
+                    _kill_group(proc)
                 self._procs.add(proc)
             try:
                 proc.wait(task.hook.timeout_seconds)
@@ -242,7 +244,7 @@ class HookRunner:
                 break  # the receiver refused this delivery; repeating it will not help
         # The URL may carry a token (chat webhooks do): name only its host.
         where = urlsplit(url).netloc.rpartition("@")[2]
-        return f"POST to {where}: {error} (attempts: {attempt + 1})"
+        return f"POST to {where}: {error.replace(url, where)} (attempts: {attempt + 1})"
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

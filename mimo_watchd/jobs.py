@@ -119,7 +119,8 @@ class JobRunner:
         journal = _JobJournal(self.d, job, f"{settings.api.model}|{language}",
                               own_only=settings.on_duplicate == "transcribe")
         runner = FileTranscriber(self.d.client, settings.audio, language=language,
-                                 journal=journal)
+                                 journal=journal,
+                                 on_chunk=lambda _c: self.d.note_progress(job.id))
         result = runner.run(source, sha256=job.sha256)
         return transcript_document(result, source_path=source, original_path=source,
                                    arrived_at=job.arrived_at)
@@ -142,7 +143,20 @@ class JobRunner:
                  api_calls=sum(c.get("attempts", 0) for c in doc.get("chunks") or []),
                  latency_seconds=round(time.monotonic() - started, 3), resumed=resumed,
                  reason=doc.get("reason") if plan.kind == "failed" else None)
+        self.d.metrics.observe_job(outcome, time.monotonic() - started)
+        self._hook(job, plan, doc, outcome, where)
         return Outcome(job.id, outcome)
+
+    def _hook(self, job: Job, plan: placement.Plan, doc: dict[str, Any], outcome: str,
+              where: Path | None) -> None:
+        """Runs the watch's on_success/on_failure hook in the background (never blocks)."""
+        watch = self.d.watch_for(job.watch)
+        hook = watch.on_failure if plan.kind == "failed" else watch.on_success
+        if hook is None:
+            return
+        paths = {"source": job.path, "audio": str(where or plan.audio_dest),
+                 **plan.sidecar_paths}
+        self.d.hooks.submit(hook, outcome, doc, paths)
 
     def _retry(self, job: Job, exc: MimoWatchdError) -> Outcome:
         delay = self.d.settings.retry_delay_seconds * 2 ** max(0, job.attempts - 1)

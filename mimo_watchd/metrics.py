@@ -147,8 +147,8 @@ class MetricsServer:
 
     def __init__(self, server: _Server) -> None:
         self._server = server
-        self.host: str = server.server_address[0]
-        self.port: int = server.server_address[1]
+        self.host = str(server.server_address[0])
+        self.port = int(server.server_address[1])
         # A short poll interval makes stop() (and so daemon shutdown) prompt.
         self._thread = threading.Thread(target=server.serve_forever, name="metrics-http",
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -205,7 +205,7 @@ def serve(listen: str, metrics: Metrics, health: Health) -> MetricsServer:
     server_class = _ServerV6 if family == socket.AF_INET6 else _Server
     server = server_class((host, port), _Handler)
     server.metrics, server.health = metrics, health
-    log.info("metrics endpoint listening", host=host, port=server.server_address[1])
+    log.info("metrics.listening", host=host, port=server.server_address[1])
     return MetricsServer(server)
 
 
@@ -245,4 +245,4 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         # Scrapes every 15 s would drown the journal; keep them at debug level.
-        log.debug("metrics request", client=self.client_address[0], line=format % args)
+        log.debug("metrics.request", client=self.client_address[0], line=format % args)

@@ -48,7 +48,7 @@ class Notifier:
         address = env.get("NOTIFY_SOCKET") or None
         if address is not None and not address.startswith(("/", "@")):
             # vsock: and other transports of newer systemd are not spoken here.
-            log.warning("unsupported NOTIFY_SOCKET, notifications off", address=address)
+            log.warning("notify.unsupported_socket", address=address)
             address = None
         return cls(
             address,
@@ -110,11 +110,11 @@ class Notifier:
             # every watchdog interval.
             if not self._failing:
                 self._failing = True
-                log.warning("sd_notify failed", error=str(exc), message=assignments[0])
+                log.warning("notify.send_failed", error=str(exc), message=assignments[0])
             return False
         if self._failing:
             self._failing = False
-            log.info("sd_notify works again")
+            log.info("notify.recovered")
         return True
 
     def close(self) -> None:
@@ -179,11 +179,11 @@ class WatchdogPinger:
         if not ok:
             if not self._withheld:
                 self._withheld = True
-                log.warning("unhealthy, withholding watchdog pings", reason=reason)
+                log.warning("watchdog.withheld", reason=reason)
             return False
         if self._withheld:
             self._withheld = False
-            log.info("healthy again, watchdog pings resume")
+            log.info("watchdog.resumed")
         return self._notifier.watchdog()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from mimo_watchd import crashpoints
 from mimo_watchd.config import WatchSettings
 from mimo_watchd.errors import JobError
-from mimo_watchd.fsutil import atomic_write, free_stem, is_within, safe_move
+from mimo_watchd.fsutil import atomic_write, is_within, safe_move
 from mimo_watchd.outputs import ERROR_SUFFIX, SIDECAR_SUFFIXES, dumps, write_sidecars
 
 
@@ -66,19 +66,30 @@ def choose(watch: WatchSettings, source: Path, kind: str) -> Plan:
         suffixes = SIDECAR_SUFFIXES if kind == "done" else ()
     name = source.name
     stem, ext = (source.stem, source.suffix) if source.suffix else (name, "")
-    # Keep names short enough for NAME_MAX after suffixes such as "-12.error.json".
-    stem = _fit(stem, ext, max(len(s) for s in (*suffixes, ext, "")) + 6)
-    folders = [(audio_dir, [ext])]
-    if suffixes:
-        folders.append((side_dir, list(suffixes)))
-    chosen = free_stem(folders, stem)
-    return Plan(kind=kind, source=str(source), audio_dest=str(audio_dir / (chosen + ext)),
-                sidecar_dir=str(side_dir), stem=chosen)
+    longest = max((len(x.encode()) for x in suffixes), default=0)
+    n = 0
+    while True:
+        # The audio keeps its full name when it fits; only sidecar stems are shortened to
+        # leave room for ".error.json" within NAME_MAX.
+        tag = "" if n == 0 else f"-{n}"
+        audio_name = _fit(stem, len(ext.encode()) + len(tag)) + tag + ext
+        side_stem = _fit(stem, longest + len(tag)) + tag
+        taken = _exists(audio_dir / audio_name) or any(
+            _exists(side_dir / (side_stem + sfx)) for sfx in suffixes)
+        if not taken:
+            return Plan(kind=kind, source=str(source), audio_dest=str(audio_dir / audio_name),
+                        sidecar_dir=str(side_dir), stem=side_stem)
+        n += 1
 
 
-def _fit(stem: str, ext: str, reserve: int, limit: int = 255) -> str:
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _fit(stem: str, reserve: int, limit: int = 255) -> str:
+    """``stem`` cut (at a character boundary) so that ``reserve`` more bytes fit NAME_MAX."""
     encoded = stem.encode("utf-8")
-    budget = limit - len(ext.encode("utf-8")) - reserve
+    budget = limit - reserve
     if len(encoded) <= budget:
         return stem
     return encoded[:budget].decode("utf-8", errors="ignore")

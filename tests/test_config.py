@@ -134,3 +134,24 @@ def test_base_url_env_override(tmp_path: Path) -> None:
     assert effective_base_url(s.api, {}) == "https://api.xiaomimimo.com/v1"
     assert effective_base_url(s.api, {"MIMO_BASE_URL": "http://127.0.0.1:9/v1/"}) == \
         "http://127.0.0.1:9/v1"
+
+
+def _option_keys(schema: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, opt in schema.items():
+        keys.append(key)
+        keys.extend(_option_keys(dict(opt.children)))
+    return keys
+
+
+def test_example_config_is_current_valid_and_complete(tmp_path: Path) -> None:
+    """config.example.yaml equals the schema's rendering, validates, and names every option."""
+    from mimo_watchd.config import SCHEMA
+    from mimo_watchd.example import render
+
+    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    text = example.read_text(encoding="utf-8")
+    assert text == render(), "regenerate: python -m mimo_watchd.example > config.example.yaml"
+    load(example)
+    for key in _option_keys(dict(SCHEMA)):
+        assert f"{key}:" in text, key

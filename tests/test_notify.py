@@ -155,7 +155,7 @@ def test_send_failure_never_raises_and_logs_once(tmp_path: Path) -> None:
         assert n.watchdog() is False
         assert n.status("still here") is False
     n.close()
-    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["sd_notify failed"]
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["notify.send_failed"]
 
 
 def test_unsupported_address_disables() -> None:
@@ -196,8 +196,8 @@ def test_pinger_pings_only_while_healthy(receiver: Receiver, notifier: Notifier)
         assert receiver.text() == "WATCHDOG=1"
     assert "watchdog-pinger" not in [t.name for t in threading.enumerate()]
     events = [e["event"] for e in logs]
-    assert events.count("unhealthy, withholding watchdog pings") == 1
-    assert events.count("healthy again, watchdog pings resume") == 1
+    assert events.count("watchdog.withheld") == 1
+    assert events.count("watchdog.resumed") == 1
 
 
 def test_pinger_period_is_half_the_watchdog(receiver: Receiver) -> None:

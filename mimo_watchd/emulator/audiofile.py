@@ -9,7 +9,7 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -44,21 +44,22 @@ FORMATS: dict[str, _Format] = {
 
 
 def write_samples(
-    path: str | Path,
+    path: str | Path | BinaryIO,
     samples: np.ndarray | Iterable[np.ndarray],
     sample_rate: int,
     fmt: str = "wav",
-) -> Path:
-    """Encode mono int16 samples (one array, or an iterable of blocks) into a real ``fmt`` file."""
+) -> None:
+    """Encode mono int16 samples (one array, or an iterable of blocks) into a real ``fmt`` file
+    (a path or a seekable binary file object)."""
     try:
         spec = FORMATS[fmt]
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(sorted(FORMATS))}") from None
-    path = Path(path)
+    target: Any = path if isinstance(path, io.IOBase) else str(path)
     blocks: Iterable[np.ndarray] = (
         _split_blocks(samples) if isinstance(samples, np.ndarray) else samples
     )
-    with av.open(str(path), "w", format=spec.container) as container:
+    with av.open(target, "w", format=spec.container) as container:
         stream: Any = container.add_stream(spec.codec, rate=spec.rate or sample_rate)
         stream.layout = "mono"
         if spec.bit_rate:
@@ -74,7 +75,13 @@ def write_samples(
             pts += data.shape[1]
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    return path
+
+
+def encode(samples: np.ndarray | Iterable[np.ndarray], sample_rate: int, fmt: str = "wav") -> bytes:
+    """The bytes of a ``fmt`` file holding ``samples`` (for request bodies in tests)."""
+    buffer = io.BytesIO()
+    write_samples(buffer, samples, sample_rate, fmt)
+    return buffer.getvalue()
 
 
 def _split_blocks(samples: np.ndarray) -> Iterator[np.ndarray]:

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KIND[:TIMES]",
         type=_fault,
-        help=f"queue a fault for the next TIMES requests ('*' = all); kinds: {', '.join(FAULT_KINDS)}",
+        help="queue a fault for the next TIMES requests ('*' = all); kinds: "
+        + ", ".join(FAULT_KINDS),
     )
     parser.add_argument(
         "--fault-rate",
@@ -50,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="inject KIND into a random share P of requests (seeded by --seed)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the random fault mix")
+    parser.add_argument("--slow-seconds", type=float, default=5.0, help="pause of a slow fault")
+    parser.add_argument(
+        "--max-output-tokens", type=int, default=2048, help="longer answers end with 'length'"
+    )
+    parser.add_argument(
+        "--retry-after", type=int, default=None, help="send Retry-After: N on rate-limit 429s"
+    )
     parser.add_argument(
         "--sse-comments", action="store_true", help="send ': keep-alive' lines in streams"
     )
@@ -90,6 +98,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         faults=tuple(args.fault),
         fault_rate=dict(args.fault_rate),
         seed=args.seed,
+        slow_seconds=args.slow_seconds,
+        max_output_tokens=args.max_output_tokens,
+        retry_after=args.retry_after,
         sse_comments=args.sse_comments,
     )
 

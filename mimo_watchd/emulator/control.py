@@ -21,7 +21,8 @@ PREFIX = "/_emulator/"
 def handle(handler: _Handler, emulator: Emulator, path: str, raw: bytes) -> None:
     """Answer one control request."""
     route = (handler.command, path[len(PREFIX) :].rstrip("/"))
-    status, body = 200, None
+    status = 200
+    body: Any
     if route == ("GET", "calls"):
         body = [c.to_dict() for c in emulator.calls]
     elif route == ("GET", "faults"):

@@ -2,6 +2,27 @@
 
 Bodies marked [DOC]/[OBS] are byte-for-byte the examples in ``mimo-api.md`` section 4; the others
 ([INF]) follow the same envelope because nobody has published a real one.
+
+A fault is drawn after the audio is decoded (so ``when_word`` can match) and after the limits:
+
+=================  ==========================================================================
+400 .. 503         that status with its body (400: Param Incorrect, param "injected fault";
+                   429: the limitation body; 402-unwrapped: the bare ``{"type", "message"}``)
+404-html           openresty's HTML 404 page, ``text/html``
+500-empty          500 with ``Content-Length: 0``
+slow               waits ``delay`` (or ``EmulatorConfig.slow_seconds``), then answers normally
+hang               never answers; gives up when the client closes or the emulator stops
+drop-headers       closes the connection before the status line
+drop-body          200 and headers with the full Content-Length, half the body, then closes
+                   (streams: like drop-stream)
+drop-stream        a stream's role chunk and one more event, then closes mid-chunked-body
+                   (plain requests: like drop-body)
+no-done            a complete, cleanly ended stream without ``data: [DONE]`` (plain: no effect)
+length             the first half of the words, no full stop, ``finish_reason: "length"``
+content_filter     HTTP 200, content ``""``, ``finish_reason: "content_filter"``
+tags               ``<think>…</think>`` then the text in ``<english>`` (``<chinese>`` for zh)
+empty              HTTP 200, content ``""``, ``finish_reason: "stop"``
+=================  ==========================================================================
 """
 
 from __future__ import annotations

@@ -6,11 +6,13 @@ One request goes through the gateway's steps in this order, each able to refuse 
 2. auth (``api-key`` or ``Authorization: Bearer``; both tolerated) -> 401;
 3. concurrency cap and RPM -> 429 (every admitted request counts, even one refused later);
 4. body validation (``validation.py``) -> 400 / 404 (model) / 500 (transcription fields);
-5. decoding with PyAV and tone recognition -> 400 when the audio does not decode;
+5. decoding with PyAV and tone recognition -> 400 when the audio does not decode, or is
+   longer than the model's context (``max_prompt_tokens``);
 6. TPM: the request's total tokens must fit in the window -> 429;
 7. fault injection (queued rules first, then the seeded random mix), latency, the answer.
 
-Every request to the API routes, refused or faulted included, becomes a ``CallRecord``.
+Every request outside the control routes, refused or faulted included, becomes a ``CallRecord``;
+it is listed from the moment the request arrives and complete before the response's last byte.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from mimo_watchd.emulator.transcribe import Exchange
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # the model works at 16 kHz; durations and tokens come from this decoding
 MAX_BODY_BYTES = 32 * 1024 * 1024  # far above the 10 MB base64 limit; protects the emulator
 IDLE_TIMEOUT = 120.0  # seconds before an idle keep-alive connection is closed
 
@@ -61,6 +62,8 @@ class EmulatorConfig:
     latency_per_second: float = 0.03
     latency_scale: float = 1.0
     max_output_tokens: int = 2048  # beyond this the answer is cut with finish_reason "length"
+    # [INF] 8K context minus ~2K output: longer audio (~16 min) is refused with a 400.
+    max_prompt_tokens: int | None = 6144
     faults: tuple[FaultRule, ...] = ()
     fault_rate: Mapping[str, float] = field(default_factory=dict)
     seed: int | None = None
@@ -278,6 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "openresty"
     sys_version = ""
     timeout = IDLE_TIMEOUT
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -299,10 +303,10 @@ class _Handler(BaseHTTPRequestHandler):
             control.handle(self, emulator, path, raw)
             return
         call = CallRecord(time=time.time(), method=self.command, path=path)
-        try:
-            Exchange(self, emulator, call).run(raw)
-        finally:
-            emulator.record(call)
+        # Recorded on arrival and filled in before the last byte goes out, so a test that has
+        # its response can trust ``calls[-1]`` without waiting.
+        emulator.record(call)
+        Exchange(self, emulator, call).run(raw)
 
     def _read_body(self) -> bytes | None:
         """The request body (Content-Length or chunked); None when it cannot be read."""

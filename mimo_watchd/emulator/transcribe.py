@@ -36,7 +36,7 @@ from mimo_watchd.emulator.validation import (
 if TYPE_CHECKING:
     from mimo_watchd.emulator.server import CallRecord, Emulator, _Handler
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # the model works at 16 kHz; durations and tokens come from this decoding
 JSON = "application/json"
 KEEP_ALIVE = b": keep-alive\n\n"
 BROKEN = ("drop-body", "drop-stream", "no-done")  # 200 status, but no usable answer
@@ -63,7 +63,7 @@ class Exchange:
         )
         call.key_ok = check_key(keys, self.config.api_keys)
         if not call.key_ok:
-            self._reject(unauthorized(), "missing or invalid API key")
+            self._reject(unauthorized())
             return
         if not self.emulator.limits.enter():
             self._rate_limited("RPM or concurrency cap")
@@ -83,18 +83,24 @@ class Exchange:
                 body, model=self.config.model, max_b64_chars=self.config.max_b64_chars
             )
         except Rejection as rejection:
-            self._reject(rejection, str(rejection))
+            self._reject(rejection)
             return
         call.language, call.mime = request.language, request.mime
         call.audio_sha256 = hashlib.sha256(request.audio).hexdigest()
         try:
             samples, words = self._recognize(request)
         except Rejection as rejection:
-            self._reject(rejection, "audio does not decode")
+            self._reject(rejection)
             return
         call.duration, call.words = samples / SAMPLE_RATE, words
         cap = self.config.max_output_tokens
         use = responses.usage(samples, SAMPLE_RATE, min(len(words) + 1, cap))
+        context = self.config.max_prompt_tokens
+        if context is not None and use["prompt_tokens"] > context:
+            self._reject(
+                bad(f"audio too long: {use['prompt_tokens']} prompt tokens exceed {context}")
+            )
+            return
         if not self.emulator.limits.spend_tokens(use["total_tokens"]):
             self._rate_limited("TPM")
             return
@@ -153,19 +159,19 @@ class Exchange:
         elif kind == "tags":
             content = responses.tagged(content, request.language)
         request_id, created = uuid.uuid4().hex, int(time.time())
-        call.request_id, call.content, call.finish_reason, call.usage = (
-            request_id, content, finish, use,
-        )  # fmt: skip
-        args = (request_id, created, request.model or self.config.model, content, finish, use)
+        call.request_id, call.content = request_id, content
+        call.finish_reason, call.usage = finish, use
+        args = (request_id, created, request.model, content, finish, use)
+        call.ok = finish == "stop" and kind not in BROKEN  # set before the client can see it
+        if kind in ("drop-body", "drop-stream"):
+            call.error = "connection dropped mid-body"
         if request.stream:
             complete = self._stream(responses.sse_events(*args), kind)
         else:
             body = encode_json(responses.completion(*args))
             cut = len(body) // 2 if kind in ("drop-body", "drop-stream") else None
             complete = self._send(200, body, JSON, cut_at=cut)
-        if kind in ("drop-body", "drop-stream"):
-            call.error = "connection dropped mid-body"
-        call.ok = complete and finish == "stop" and kind not in BROKEN
+        call.ok = call.ok and complete
 
     def _stream(self, events: list[bytes], kind: str | None) -> bool:
         """Send ``events`` as a chunked SSE response; False when the client went away."""
@@ -175,13 +181,13 @@ class Exchange:
         cut = kind in ("drop-stream", "drop-body")
         if cut:
             events = events[:2]  # the role chunk and one content (or the finish) chunk
+        self.call.status = 200
         try:
             handler.send_response(200)
             handler.send_header("Content-Type", "text/event-stream")
             handler.send_header("Cache-Control", "no-cache")
             handler.send_header("Transfer-Encoding", "chunked")
             handler.end_headers()
-            self.call.status = 200
             for i, event in enumerate(events):
                 # Comments before the first event and after every second one: a client must
                 # skip them anywhere, including between the role and content chunks.
@@ -218,8 +224,8 @@ class Exchange:
         headers = [("Retry-After", str(retry_after))] if retry_after is not None else []
         self._send(429, encode_json(ERROR_BODIES["429"]), JSON, headers)
 
-    def _reject(self, rejection: Rejection, why: str) -> None:
-        self.call.error = why
+    def _reject(self, rejection: Rejection) -> None:
+        self.call.error = str(rejection)
         self._send(rejection.status, encode_json(rejection.body), JSON)
 
     def _send(
@@ -231,10 +237,9 @@ class Exchange:
         *,
         cut_at: int | None = None,
     ) -> bool:
+        self.call.status = status  # before sending: the client may look at the record at once
         sent = self.handler.send_bytes(status, body, content_type, headers or (), cut_at=cut_at)
-        if sent:
-            self.call.status = status
-        else:
+        if not sent:
             self.call.error = "client disconnected"
         return sent and cut_at is None
 

@@ -29,17 +29,17 @@ _DATA_URL = re.compile(r"data:([^;,]*);base64,(.*)", re.DOTALL)
 
 
 class Rejection(Exception):
-    """The request is refused with ``status`` and the JSON ``body``."""
+    """The request is refused with ``status`` and the JSON ``body``; ``str()`` says why."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"{status}: {json.dumps(body)}")
+    def __init__(self, status: int, body: dict[str, Any], why: str) -> None:
+        super().__init__(why)
         self.status = status
         self.body = body
 
 
 def bad(detail: str) -> Rejection:
     """A 400 Param Incorrect rejection."""
-    return Rejection(400, param_incorrect(detail))
+    return Rejection(400, param_incorrect(detail), detail)
 
 
 @dataclass
@@ -81,7 +81,7 @@ def check_key(keys: list[str], accepted: frozenset[str] | None) -> bool:
 
 def unauthorized() -> Rejection:
     """The documented 401."""
-    return Rejection(401, ERROR_BODIES["401"])
+    return Rejection(401, ERROR_BODIES["401"], "missing or invalid API key")
 
 
 def parse_body(raw: bytes, content_type: str | None) -> dict[str, Any]:
@@ -119,14 +119,14 @@ def validate(body: dict[str, Any], *, model: str, max_b64_chars: int) -> AudioRe
     """Check every field of a chat-completions ASR request; raise ``Rejection`` at the first
     problem, in the order a gateway meets them (fields, model, messages, options, audio)."""
     if TRANSCRIPTION_FIELDS & body.keys():
-        raise Rejection(500, ERROR_BODIES["500"])
+        raise Rejection(500, ERROR_BODIES["500"], "OpenAI transcription field")
     unknown = sorted(body.keys() - ALLOWED_FIELDS)
     if unknown:
         raise bad(f"unknown field: {unknown[0]}")
     if "model" not in body:
         raise bad("model is required")
     if not isinstance(body["model"], str) or body["model"] != model:
-        raise Rejection(404, model_not_found(body["model"]))
+        raise Rejection(404, model_not_found(body["model"]), "unknown model")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad("stream must be a boolean")

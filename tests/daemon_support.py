@@ -1,0 +1,153 @@
+"""Running the real daemon as a child process against an in-test emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+API_KEY = "sk-daemon-test-key-0123456789"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Polls ``predicate`` until it returns something truthy; fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Layout:
+    """The folders of one test deployment."""
+
+    root: Path
+    inbox: Path = field(init=False)
+    processed: Path = field(init=False)
+    failed: Path = field(init=False)
+    state: Path = field(init=False)
+    config: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inbox = self.root / "inbox"
+        self.processed = self.root / "processed"
+        self.failed = self.root / "failed"
+        self.state = self.root / "state"
+        self.config = self.root / "config.yaml"
+        for p in (self.inbox, self.processed, self.failed):
+            p.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, base_url: str, *, watch: dict[str, Any] | None = None,
+                     extra_watches: list[dict[str, Any]] | None = None, **top: Any) -> Path:
+        api = {"base_url": base_url, "requests_per_minute": 100_000,
+               "tokens_per_minute": 100_000_000, "max_concurrency": 3, "max_retries": 2,
+               "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2,
+               "timeout_base_seconds": 10.0}
+        api.update(top.pop("api", {}))
+        w = {"path": str(self.inbox), "processed_dir": str(self.processed),
+             "failed_dir": str(self.failed), "settle_seconds": 0.5}
+        w.update(watch or {})
+        doc = {"api": api, "state_dir": str(self.state), "retry_delay_seconds": 0.2,
+               "pause_probe_seconds": 0.5, "incomplete_timeout_seconds": 3.0,
+               "shutdown_timeout_seconds": 10.0, "log": {"format": "json", "level": "debug"},
+               "watches": [w, *(extra_watches or [])]}
+        doc.update(top)
+        self.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        return self.config
+
+    def processed_audio(self) -> list[Path]:
+        return sorted(p for p in self.processed.rglob("*")
+                      if p.is_file() and p.suffix not in (".json", ".txt"))
+
+    def sidecar_docs(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.processed.rglob("*.json"))]
+
+    def failed_errors(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.failed.rglob("*.error.json"))]
+
+
+class DaemonProcess:
+    """``mimo-watchd run`` as a real child process, its log captured to a file."""
+
+    def __init__(self, layout: Layout, *, once: bool = False, env: dict[str, str] | None = None,
+                 args: list[str] | None = None) -> None:
+        self.layout = layout
+        self.log_path = layout.root / f"daemon-{time.monotonic_ns()}.log"
+        cmd = [sys.executable, "-m", "mimo_watchd", "run", "-c", str(layout.config)]
+        if once:
+            cmd.append("--once")
+        cmd += args or []
+        full_env = {**os.environ, "MIMO_API_KEY": API_KEY, "PYTHONPATH": str(REPO)}
+        full_env.pop("MIMO_BASE_URL", None)
+        full_env.update(env or {})
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=full_env, cwd=layout.root)
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def saw(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == event]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wait_for(lambda: self.saw("daemon.start") or self.proc.poll() is not None, timeout,
+                 what="daemon start")
+        assert self.proc.poll() is None, self.log_path.read_text()
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.wait(5)
+            raise
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait(10)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def run_cli(layout: Layout, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "MIMO_API_KEY": API_KEY, "PYTHONPATH": str(REPO)}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mimo_watchd", *args], capture_output=True,
+                          text=True, env=full_env, cwd=layout.root, timeout=timeout,
+                          check=False)

@@ -1,0 +1,785 @@
+"""The watcher with the settler, on real folders with real senders: every file ready exactly once.
+
+Senders are real programs (cp, mv, rsync, writer subprocesses); the container probe is a small
+RIFF size check, so a WAV file whose header promises more than it holds counts as incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mimo_watchd.config import DEFAULT_INCLUDE, WatchSettings
+from mimo_watchd.errors import IncompleteAudioError
+from mimo_watchd.names import is_temp_name
+from mimo_watchd.settle import Ready, Settler
+from mimo_watchd.watcher import Arrival, WatchSet, accepts, scan
+
+SETTLE = 0.3  # quiet period of the tests' watches
+PAUSE = 0.7  # a writer's pause: longer than the quiet period, so a wrong take would happen
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_watch(root: Path, **overrides: Any) -> WatchSettings:
+    """A watch of ``root`` with the tests' short quiet period."""
+    fields: dict[str, Any] = {
+        "path": root, "recursive": True, "include": DEFAULT_INCLUDE, "exclude": (),
+        "language": None, "processed_dir": root.parent / "processed",
+        "failed_dir": root.parent / "failed", "output_dir": None, "polling": False,
+        "poll_interval_seconds": 0.2, "settle_seconds": SETTLE, "on_success": None,
+        "on_failure": None,
+    }  # fmt: skip
+    fields.update(overrides)
+    return WatchSettings(**fields)
+
+
+def wav(data_bytes: int) -> bytes:
+    """A WAV file (8 kHz mono 8-bit) whose RIFF header declares exactly its size."""
+    fmt = (b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little")
+           + (1).to_bytes(2, "little") + (8000).to_bytes(4, "little")
+           + (8000).to_bytes(4, "little") + (1).to_bytes(2, "little") + (8).to_bytes(2, "little"))
+    body = b"WAVE" + fmt + b"data" + data_bytes.to_bytes(4, "little") + b"\x80" * data_bytes
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def riff_probe(path: Path) -> None:
+    """Raises IncompleteAudioError while a RIFF file holds less than its header declares."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:4] == b"RIFF":
+        declared = int.from_bytes(head[4:8], "little") + 8
+        size = os.stat(path).st_size
+        if size < declared:
+            raise IncompleteAudioError(f"RIFF declares {declared} bytes, holds {size}")
+
+
+def whole(path: Path) -> None:
+    """A probe that finds every file whole (so only the writer check can hold a file back)."""
+
+
+class LogRecorder:
+    """A structlog-like logger that keeps (level, event, fields) in a list."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def _at(self, level: str) -> Callable[..., None]:
+        def log(event: str, **kw: Any) -> None:
+            self.lines.append((level, event, kw))
+        return log
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        if level not in ("debug", "info", "warning", "error", "exception", "critical"):
+            raise AttributeError(level)
+        return self._at(level)
+
+    def events(self, level: str | None = None) -> list[str]:
+        return [e for lv, e, _ in self.lines if level in (None, lv)]
+
+
+class Intake:
+    """A WatchSet feeding a Settler that a thread polls, wired as the daemon wires them."""
+
+    def __init__(self, *watches: WatchSettings, probe: Callable[[Path], object] = riff_probe,
+                 incomplete_timeout: float = 30.0, rescan_interval: float = 300.0) -> None:
+        self.log = LogRecorder()
+        self.settler = Settler(probe=probe, incomplete_timeout=incomplete_timeout)
+        self.arrivals: list[Arrival] = []
+        self.ready: list[tuple[float, Ready]] = []
+        self._woken = threading.Event()
+        self._stop = threading.Event()
+        self.watchset = WatchSet(watches, self.sink, rescan_interval=rescan_interval,
+                                 log=self.log)
+        self._thread = threading.Thread(target=self._loop, name="test-intake")
+        self._threads_before = set(threading.enumerate())
+
+    def sink(self, arrival: Arrival) -> None:
+        self.arrivals.append(arrival)
+        self.settler.offer(arrival)
+        self._woken.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for ready in self.settler.poll():
+                self.ready.append((time.monotonic(), ready))
+            self._woken.wait(min(self.settler.next_check_in(), 0.05))
+            self._woken.clear()
+
+    def __enter__(self) -> Intake:
+        self.watchset.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._woken.set()
+        self._thread.join()
+        self.watchset.stop()
+        leaked = [t for t in threading.enumerate() if t not in self._threads_before]
+        assert not leaked, f"threads left running: {leaked}"
+
+    def counts(self) -> Counter[str]:
+        return Counter(r.path.name for _, r in self.ready)
+
+    def ready_at(self, name: str) -> float:
+        return next(t for t, r in self.ready if r.path.name == name)
+
+    def wait_for(self, *names: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self.counts()[n] for n in names):
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"not ready in {timeout} s: "
+                             f"{sorted(set(names) - set(self.counts()))}; got {self.counts()}")
+
+    def assert_exactly(self, names: set[str], *, linger: float = 2 * SETTLE + 0.3) -> None:
+        """Waits for ``names``, then a while longer, and checks nothing else came or came twice."""
+        self.wait_for(*names)
+        time.sleep(linger)
+        counts = self.counts()
+        assert set(counts) == names, counts
+        assert all(n == 1 for n in counts.values()), counts
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    """A watched folder, a sibling folder on the same file system, and an outside folder."""
+    made = {k: tmp_path / k for k in ("watch", "side", "outside", "rsync-tmp")}
+    for p in made.values():
+        p.mkdir()
+    return made
+
+
+# -- names -------------------------------------------------------------------------------------
+
+TEMP_NAMES = [
+    ".call.wav.Xy12Zq", ".syncthing.call.wav.tmp", "~syncthing~call.wav.tmp", "call.wav.part",
+    "call.wav.filepart", "call.wav.crdownload", "call.wav.tmp", "call.wav.lftp", ".in.call.wav.",
+    ".hidden.wav", "CALL.WAV.PART", "call.wav.Tmp",
+]  # fmt: skip
+TAKEN_NAMES = [
+    "call.wav", "CALL.WAV", "Memo.M4a", "call.sync-conflict-20240101-120000-ABCDEFG.wav",
+    "with space.mp3", "new\nline.wav", "ünïcødé 录音.opus", "-leading-dash.wav", "x" * 251 + ".wav",
+    "msg0001.gsm",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TEMP_NAMES)
+def test_temp_and_hidden_names_are_never_taken(name: str, tmp_path: Path) -> None:
+    """A sender's temp name or a dot-file is refused even when include would take it."""
+    watch = make_watch(tmp_path, include=("*",))
+    assert is_temp_name(name)
+    assert not accepts(watch, tmp_path / name)
+
+
+@pytest.mark.parametrize("name", TAKEN_NAMES)
+def test_ordinary_odd_and_conflict_names_are_taken(name: str, tmp_path: Path) -> None:
+    """Audio names with odd characters, upper-case extensions or conflict suffixes are taken."""
+    assert accepts(make_watch(tmp_path), tmp_path / "sub" / name)
+
+
+def test_include_and_exclude_are_case_insensitive_on_names_and_relative_paths(
+        tmp_path: Path) -> None:
+    """Globs match regardless of case: without '/' a name, with '/' the path below the root."""
+    watch = make_watch(tmp_path, include=("*.WAV", "inbox/*.txt"),
+                       exclude=("SKIP*", "Archive/2023/*", "*/tmp/*"))
+    takes = {rel: accepts(watch, tmp_path / rel) for rel in [
+        "a.wav", "b.Wav", "c.mp3", "inbox/note.TXT", "other/note.txt", "skip-me.wav",
+        "archive/2023/old.wav", "archive/2024/new.wav", "x/tmp/y.wav", "skipdir/a.wav"]}
+    assert takes == {
+        "a.wav": True, "b.Wav": True, "c.mp3": False, "inbox/note.TXT": True,
+        "other/note.txt": False, "skip-me.wav": False, "archive/2023/old.wav": False,
+        "archive/2024/new.wav": True, "x/tmp/y.wav": False, "skipdir/a.wav": False,
+    }  # fmt: skip
+
+
+def test_hidden_folders_and_non_recursive_watches_limit_what_is_taken(tmp_path: Path) -> None:
+    """Nothing below a dot-folder is taken; a non-recursive watch takes its top level only."""
+    deep = make_watch(tmp_path)
+    flat = make_watch(tmp_path, recursive=False)
+    assert not accepts(deep, tmp_path / ".stversions" / "a.wav")
+    assert not accepts(deep, tmp_path / "a" / ".git" / "b" / "c.wav")
+    assert accepts(deep, tmp_path / "a" / "b" / "c.wav")
+    assert accepts(flat, tmp_path / "c.wav")
+    assert not accepts(flat, tmp_path / "a" / "c.wav")
+    assert not accepts(deep, tmp_path.parent / "elsewhere.wav")
+    assert not accepts(deep, tmp_path)
+
+
+# -- scanning ----------------------------------------------------------------------------------
+
+def test_scan_takes_regular_files_only_and_never_leaves_the_tree(dirs: dict[str, Path]) -> None:
+    """Symlinks (out or in), symlinked folders, FIFOs, sockets, temp names and excluded or
+    hidden folders are all skipped, without opening anything."""
+    root, outside = dirs["watch"], dirs["outside"]
+    (outside / "secret.wav").write_bytes(wav(10))
+    (outside / "inner").mkdir()
+    (outside / "inner" / "deep.wav").write_bytes(wav(10))
+    for rel in ("a.wav", "sub/b.mp3", "sub/deeper/c.m4a", "processed/done.wav"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(wav(10))
+    for rel in (".hide/h.wav", "sub/.x.wav.AbCdEf", "sub/d.wav.part", "notes.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / "link-out.wav").symlink_to(outside / "secret.wav")
+    (root / "link-in.wav").symlink_to(root / "a.wav")
+    (root / "linked-dir").symlink_to(outside / "inner")
+    os.mkfifo(root / "pipe.wav")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "sock.wav"))
+        found = sorted(p.relative_to(root).as_posix()
+                       for p in scan(make_watch(root, exclude=("processed",))))
+    assert found == ["a.wav", "sub/b.mp3", "sub/deeper/c.m4a"]
+
+
+def test_scan_skips_folders_that_vanish_mid_walk(dirs: dict[str, Path]) -> None:
+    """A folder deleted while the scan walks is skipped without an error."""
+    root = dirs["watch"]
+    for d in ("a", "b", "c"):
+        (root / d / "x").mkdir(parents=True)
+        (root / d / "x" / "f.wav").write_bytes(b"")
+    (root / "top.wav").write_bytes(b"")
+    errors: list[OSError] = []
+    walk = scan(make_watch(root), on_error=errors.append)
+    first = next(walk)
+    for d in ("a", "b", "c"):
+        shutil.rmtree(root / d)
+    assert [first, *walk] == [root / "top.wav"]
+    assert errors == []
+
+
+def test_scan_below_a_folder_and_of_a_symlinked_root(dirs: dict[str, Path], tmp_path: Path) -> None:
+    """A watch root that is itself a symlink is followed; ``below`` limits the walk."""
+    real = dirs["watch"]
+    (real / "in" / "d").mkdir(parents=True)
+    (real / "in" / "d" / "x.wav").write_bytes(b"")
+    (real / "y.wav").write_bytes(b"")
+    link = tmp_path / "drop"
+    link.symlink_to(real)
+    watch = make_watch(link)
+    assert sorted(scan(watch)) == [link / "in" / "d" / "x.wav", link / "y.wav"]
+    assert list(scan(watch, below=link / "in")) == [link / "in" / "d" / "x.wav"]
+    assert list(scan(watch, below=tmp_path)) == []
+
+
+# -- arrivals: the sender matrix ---------------------------------------------------------------
+
+def _slow_write(path: Path, data: bytes, *, pauses: int = 1) -> None:
+    """Writes ``data`` to ``path`` in pieces from one open file, pausing between them."""
+    step = len(data) // (pauses + 1) + 1
+    with open(path, "wb") as f:
+        for i in range(0, len(data), step):
+            f.write(data[i:i + step])
+            f.flush()
+            if i + step < len(data):
+                time.sleep(PAUSE)
+
+
+def _send_cp(d: dict[str, Path], src: Path) -> set[str]:
+    subprocess.run(["cp", str(src), str(d["watch"] / "cp.wav")], check=True)
+    return {"cp.wav"}
+
+
+def _send_mv(d: dict[str, Path], src: Path) -> set[str]:
+    shutil.copy(src, d["side"] / "mv.wav")
+    subprocess.run(["mv", str(d["side"] / "mv.wav"), str(d["watch"])], check=True)
+    return {"mv.wav"}
+
+
+def _send_hard_link(d: dict[str, Path], src: Path) -> set[str]:
+    os.link(src, d["watch"] / "linked.wav")  # only IN_CREATE: taken after the quiet period
+    return {"linked.wav"}
+
+
+def _send_rsync(d: dict[str, Path], src: Path) -> set[str]:
+    subprocess.run(["rsync", str(src), str(d["watch"] / "rsync.wav")], check=True)
+    return {"rsync.wav"}
+
+
+def _send_rsync_inplace(d: dict[str, Path], src: Path) -> set[str]:
+    subprocess.run(["rsync", "--inplace", str(src), str(d["watch"] / "inplace.wav")], check=True)
+    return {"inplace.wav"}
+
+
+def _send_rsync_temp_dir(d: dict[str, Path], src: Path) -> set[str]:
+    subprocess.run(["rsync", f"--temp-dir={d['rsync-tmp']}", str(src),
+                    str(d["watch"] / "tempdir.wav")], check=True)
+    return {"tempdir.wav"}
+
+
+def _send_rsync_archive(d: dict[str, Path], src: Path) -> set[str]:
+    os.utime(src, (1_000_000_000, 1_000_000_000))  # 2001: rsync -a keeps it
+    subprocess.run(["rsync", "-a", str(src), str(d["watch"] / "archive.wav")], check=True)
+    return {"archive.wav"}
+
+
+def _send_rsync_tree(d: dict[str, Path], src: Path) -> set[str]:
+    for i in range(3):
+        (d["side"] / "tree" / f"s{i}").mkdir(parents=True)
+        shutil.copy(src, d["side"] / "tree" / f"s{i}" / f"t{i}.wav")
+    subprocess.run(["rsync", "-r", f"{d['side'] / 'tree'}/", f"{d['watch']}/"], check=True)
+    return {"t0.wav", "t1.wav", "t2.wav"}
+
+
+TEMP_THEN_FINAL = [
+    (".syncthing.st.wav.tmp", "st.wav"), ("~syncthing~st2.wav.tmp", "st2.wav"),
+    ("pt.wav.part", "pt.wav"), ("fp.wav.filepart", "fp.wav"), ("cr.wav.crdownload", "cr.wav"),
+    ("lf.wav.lftp", "lf.wav"), (".in.in.wav.", "in.wav"), ("sub/.ps.wav.Ab12Cd", "sub/ps.wav"),
+]  # fmt: skip
+
+
+def _send_via_temp_names(d: dict[str, Path], src: Path) -> set[str]:
+    data = src.read_bytes()
+    writers = []
+    for temp, _ in TEMP_THEN_FINAL:
+        (d["watch"] / temp).parent.mkdir(exist_ok=True)
+        writers.append(threading.Thread(target=_slow_write, args=(d["watch"] / temp, data)))
+        writers[-1].start()
+    time.sleep(PAUSE + SETTLE)  # each temp file stays quiet (and open) longer than SETTLE
+    for writer in writers:
+        writer.join()
+    time.sleep(2 * SETTLE)  # and then closed, quiet and whole: still not to be taken
+    for temp, final in TEMP_THEN_FINAL:
+        os.rename(d["watch"] / temp, d["watch"] / final)
+    (d["watch"] / "._st.wav").write_bytes(b"\0\5\26\7")  # a Mac's AppleDouble file over SMB
+    (d["watch"] / ".stversions").mkdir()
+    (d["watch"] / ".stversions" / "old.wav").write_bytes(data)
+    return {Path(final).name for _, final in TEMP_THEN_FINAL}
+
+
+SENDERS = {
+    "cp": _send_cp, "mv-from-sibling": _send_mv, "hard-link": _send_hard_link,
+    "rsync": _send_rsync, "rsync-inplace": _send_rsync_inplace,
+    "rsync-temp-dir": _send_rsync_temp_dir, "rsync-archive-old-mtime": _send_rsync_archive,
+    "rsync-tree": _send_rsync_tree, "temp-name-then-rename": _send_via_temp_names,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("sender", SENDERS)
+def test_each_sender_gives_exactly_one_ready_file(sender: str, dirs: dict[str, Path]) -> None:
+    """cp, mv, links, rsync in four modes and temp-name-then-rename senders: each final file is
+    ready exactly once, whole, and no temp name ever is."""
+    src = dirs["outside"] / "source.wav"
+    src.write_bytes(wav(200_000))
+    # include everything: only the temp-name rules keep partial files out
+    with Intake(make_watch(dirs["watch"], include=("*",))) as intake:
+        expected = SENDERS[sender](dirs, src)
+        intake.assert_exactly(expected)
+    for _, r in intake.ready:
+        assert r.size == src.stat().st_size and r.incomplete_reason is None
+        assert not any(is_temp_name(part) for part in r.path.relative_to(dirs["watch"]).parts)
+    if sender == "rsync-archive-old-mtime":
+        assert intake.ready[0][1].mtime_ns == 1_000_000_000 * 10**9
+
+
+WRITER = """
+import sys, time
+path, size, pauses, pause, hold, reopen = sys.argv[1:7]
+size, pauses, pause, hold = int(size), int(pauses), float(pause), float(hold)
+data = bytes(size)
+header = b"RIFF" + (size - 8).to_bytes(4, "little")
+step = size // (pauses + 1) + 1
+f = open(path, "wb")
+for i in range(0, size, step):
+    f.write((header + data[8:])[i:i + step])
+    f.flush()
+    if reopen == "yes":
+        f.close()
+    if i + step < size:
+        time.sleep(pause)
+    if reopen == "yes":
+        f = open(path, "ab")
+time.sleep(hold)
+f.close()
+"""
+
+
+def _writer(path: Path, *, size: int = 300_000, pauses: int = 0, hold: float = 0.0,
+            reopen: bool = False) -> subprocess.Popen[bytes]:
+    """A separate process writing a RIFF file: in pieces with pauses, holding it open at the end,
+    or closing and reopening it between pieces."""
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(size), str(pauses),
+                             str(PAUSE), str(hold), "yes" if reopen else "no"])
+
+
+@pytest.mark.parametrize(("pauses", "hold"), [(2, 0.0), (0, 3 * PAUSE)],
+                         ids=["slow-writer", "open-then-wait"])
+def test_a_writer_pausing_longer_than_the_quiet_period_is_waited_for(
+        pauses: int, hold: float, dirs: dict[str, Path]) -> None:
+    """A process that keeps the file open, silent for longer than the quiet period, is waited for;
+    the file is ready once, whole, right after the writer closes it."""
+    with Intake(make_watch(dirs["watch"]), probe=whole) as intake:
+        writer = _writer(dirs["watch"] / "slow.wav", pauses=pauses, hold=hold)
+        writer.wait()
+        closed = time.monotonic()
+        intake.assert_exactly({"slow.wav"})
+    assert -0.2 < intake.ready_at("slow.wav") - closed < 0.5  # not during a pause or the hold
+    assert intake.ready[0][1].size == 300_000
+
+
+def test_a_writer_closing_between_pieces_is_caught_by_the_container_probe(
+        dirs: dict[str, Path]) -> None:
+    """Each close looks finished; the RIFF probe keeps the file waiting until it is whole."""
+    with Intake(make_watch(dirs["watch"])) as intake:
+        _writer(dirs["watch"] / "pieces.wav", pauses=2, reopen=True).wait()
+        intake.assert_exactly({"pieces.wav"})
+    assert intake.ready[0][1].size == 300_000
+    assert intake.ready[0][1].incomplete_reason is None
+
+
+def test_a_folder_of_fifty_nested_files_moved_in_is_taken_at_once(dirs: dict[str, Path]) -> None:
+    """A folder renamed into the tree is scanned; its files need no quiet wait."""
+    batch = dirs["side"] / "batch"
+    names = set()
+    for i in range(50):
+        sub = batch / f"level{i % 5}" / f"deeper{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i:02d}.wav").write_bytes(wav(100))
+        names.add(f"f{i:02d}.wav")
+    with Intake(make_watch(dirs["watch"], settle_seconds=5.0)) as intake:
+        moved = time.monotonic()
+        os.rename(batch, dirs["watch"] / "batch")
+        intake.wait_for(*names)
+        assert max(intake.ready_at(n) for n in names) - moved < 2.0  # no 5 s quiet wait
+        intake.assert_exactly(names, linger=1.0)
+
+
+def test_polling_mode_takes_files_after_the_quiet_period(dirs: dict[str, Path]) -> None:
+    """With polling, files (copied, moved, written slowly) are ready once after being quiet."""
+    src = dirs["outside"] / "source.wav"
+    src.write_bytes(wav(50_000))
+    with Intake(make_watch(dirs["watch"], polling=True), probe=whole) as intake:
+        subprocess.run(["cp", str(src), str(dirs["watch"] / "copied.wav")], check=True)
+        shutil.copy(src, dirs["side"] / "moved.wav")
+        os.rename(dirs["side"] / "moved.wav", dirs["watch"] / "moved.wav")
+        writer = _writer(dirs["watch"] / "growing.wav", pauses=2)
+        writer.wait()
+        intake.assert_exactly({"copied.wav", "moved.wav", "growing.wav"})
+        assert intake.watchset.status()[0]["mode"] == "polling"
+    assert {a.event for a in intake.arrivals} <= {"scan", "poll"}
+    assert dict(Counter(r.size for _, r in intake.ready)) == {50_044: 2, 300_000: 1}
+
+
+def test_a_burst_overflowing_the_inotify_queue_is_taken_exactly_once(dirs: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """20,000 files (two events each) created while watchdog's threads cannot run overflow the
+    kernel queue; the rescan that follows still makes each ready exactly once."""
+    count = 20_000
+    queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    done = tmp_path / "burst-done"
+    burst = f"""
+import os
+for i in range({count}):
+    fd = os.open("{dirs['watch']}/b%05d.wav" % i, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"x")
+    os.close(fd)
+open("{done}", "w").close()
+"""
+    libc = ctypes.PyDLL(None)  # calls through PyDLL keep the GIL
+    switch = sys.getswitchinterval()
+    with Intake(make_watch(dirs["watch"]), probe=whole) as intake:
+        writer = subprocess.Popen([sys.executable, "-c", burst])
+        # Hold the GIL until the burst is written, so watchdog's reader cannot drain the queue:
+        # C calls that keep it, and no forced switch in the bytecode between them.
+        sys.setswitchinterval(60)
+        try:
+            for _ in range(1500):
+                if libc.access(os.fsencode(done), os.F_OK) == 0:
+                    break
+                libc.usleep(20_000)
+        finally:
+            sys.setswitchinterval(switch)
+        writer.wait()
+        deadline = time.monotonic() + 60
+        while len(intake.counts()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2 * SETTLE)
+        counts = intake.counts()
+        assert len(counts) == count and set(counts.values()) == {1}
+        if 2 * count > queued:
+            assert intake.watchset.status()[0]["overflows"] >= 1
+            assert "inotify_overflow" in intake.log.events("warning")
+
+
+def test_links_fifos_sockets_and_devices_are_never_taken(dirs: dict[str, Path]) -> None:
+    """Symlinks out of the tree (to files or folders), symlinks inside it and special files
+    are skipped, by the scan and when they appear; a FIFO is never opened (it would block)."""
+    root, outside = dirs["watch"], dirs["outside"]
+    (outside / "secret.wav").write_bytes(wav(10))
+    (outside / "inner").mkdir()
+    (outside / "inner" / "deep.wav").write_bytes(wav(10))
+
+    def plant(prefix: str) -> None:
+        (root / f"{prefix}real.wav").write_bytes(wav(10))
+        (root / f"{prefix}out.wav").symlink_to(outside / "secret.wav")
+        (root / f"{prefix}in.wav").symlink_to(root / f"{prefix}real.wav")
+        (root / f"{prefix}dir").symlink_to(outside / "inner")
+        os.mkfifo(root / f"{prefix}pipe.wav")
+        with contextlib.suppress(PermissionError):  # containers may forbid device nodes
+            os.mknod(root / f"{prefix}null.wav", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+
+    plant("early-")
+    with socket.socket(socket.AF_UNIX) as sock, Intake(make_watch(root)) as intake:
+        plant("late-")
+        sock.bind(str(root / "late-sock.wav"))
+        intake.watchset.rescan()
+        intake.assert_exactly({"early-real.wav", "late-real.wav"})
+
+
+ODD_NAMES = ["with space.wav", "new\nline.wav", "ünïcødé 录音.wav", "-leading-dash.wav",
+             "UPPER.WAV", "Mixed.Mp3", "b" * 251 + ".wav"]
+
+
+def test_odd_names_are_taken_by_the_scan_and_by_events(dirs: dict[str, Path]) -> None:
+    """Spaces, newlines, unicode, a leading dash, 255-byte names, upper-case extensions and
+    bytes that are not UTF-8 all work, found by the first scan and by inotify."""
+    root = dirs["watch"]
+    src = dirs["outside"] / "s.wav"
+    src.write_bytes(wav(1000))
+    bad_utf8 = os.fsdecode(b"\xff\xfe-latin.wav")
+    early = ["early " + n if len(n) < 200 else "a" * 251 + ".wav" for n in ODD_NAMES]
+    for name in [*early, "early" + bad_utf8]:
+        shutil.copy(src, root / name)
+    with Intake(make_watch(root)) as intake:
+        for name in [*ODD_NAMES, bad_utf8]:
+            subprocess.run(["cp", str(src), os.fsencode(root / name)], check=True)
+        intake.assert_exactly({*early, "early" + bad_utf8, *ODD_NAMES, bad_utf8})
+    assert len(os.fsencode("a" * 251 + ".wav")) == 255
+
+
+def test_close_to_ready_latency_stays_under_150_ms(dirs: dict[str, Path]) -> None:
+    """From cp's close to the file being ready takes under 150 ms at the 99th percentile."""
+    src = dirs["outside"] / "s.wav"
+    src.write_bytes(wav(20_000))
+    latencies = []
+    with Intake(make_watch(dirs["watch"])) as intake:
+        for i in range(60):
+            subprocess.run(["cp", str(src), str(dirs["watch"] / f"l{i}.wav")], check=True)
+            closed = time.monotonic()
+            intake.wait_for(f"l{i}.wav", timeout=5)
+            latencies.append(intake.ready_at(f"l{i}.wav") - closed)
+    latencies.sort()
+    assert latencies[int(len(latencies) * 0.99) - 1] < 0.150, latencies[-5:]
+
+
+# -- inotify limits: a child process in a user namespace of its own ------------------------------
+
+LIMIT_CHILD = """
+import json, os, sys, threading, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from tests.test_watcher import Intake, make_watch, wav
+setting, value, root, scenario = sys.argv[2], sys.argv[3], Path(sys.argv[4]), sys.argv[5]
+Path("/proc/sys/user", setting).write_text(value)
+with Intake(make_watch(root)) as intake:
+    before = intake.watchset.status()[0]["mode"]
+    target = root / "new" / "deeper" if scenario == "runtime" else root / "a" / "b" / "c"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "late.wav").write_bytes(wav(10))
+    deadline = time.monotonic() + 10
+    while not intake.counts()["late.wav"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    print(json.dumps({"before": before, "status": intake.watchset.status(),
+                      "alive": intake.watchset.alive(), "ready": dict(intake.counts()),
+                      "errors": [[e, kw.get("reason", "")] for lv, e, kw in intake.log.lines
+                                 if lv == "error"]}))
+"""
+
+
+def _userns_ok() -> bool:
+    try:
+        run = subprocess.run(
+            ["unshare", "-Ur", "sh", "-c", "echo 7 > /proc/sys/user/max_inotify_watches"],
+            capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return run.returncode == 0
+
+
+@pytest.mark.skipif(not _userns_ok(), reason="needs user namespaces (unshare -Ur) to lower "
+                    "inotify limits for one process tree only")
+@pytest.mark.parametrize(("setting", "value", "scenario", "mode_before"), [
+    ("max_inotify_watches", "0", "root", "polling-fallback"),
+    ("max_inotify_watches", "2", "sub-folders", "polling-fallback"),
+    ("max_inotify_watches", "1", "runtime", "inotify"),
+    ("max_inotify_instances", "0", "instances", "polling-fallback"),
+], ids=["root-watch", "sub-folder-watch", "folder-created-later", "instance-limit"])
+def test_inotify_limits_fall_back_to_polling_loudly(
+        setting: str, value: str, scenario: str, mode_before: str, dirs: dict[str, Path]) -> None:
+    """When inotify runs out of watches or instances (for the root, a sub-folder, or a folder
+    made later) the watch polls instead, logs an error, says so in status, and misses nothing."""
+    root = dirs["watch"]
+    if scenario == "sub-folders":
+        (root / "a" / "b" / "c").mkdir(parents=True)
+    run = subprocess.run(
+        ["unshare", "-Ur", sys.executable, "-c", LIMIT_CHILD, str(REPO), setting, value,
+         str(root), scenario], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["before"] == mode_before
+    assert result["ready"] == {"late.wav": 1}
+    [status] = result["status"]
+    assert status["mode"] == "polling-fallback" and status["alive"] and result["alive"]
+    assert "inotify limit reached" in status["reason"]
+    [(event, reason)] = result["errors"]
+    assert event == "inotify_limit_fallback"
+    assert ("ENOSPC" if setting == "max_inotify_watches" else "EMFILE") in reason
+
+
+# -- the watch set: reload, rescans, failures, stopping ----------------------------------------
+
+def test_reconfigure_adds_changes_and_removes_watches_without_losing_files(
+        dirs: dict[str, Path], tmp_path: Path) -> None:
+    """A new watch is scanned, a changed one re-scanned under its new settings, a removed one
+    stops; files already taken are not taken again."""
+    a, b = dirs["watch"], tmp_path / "second"
+    b.mkdir()
+    (a / "a1.wav").write_bytes(wav(10))
+    (a / "a-note.txt").write_text("x")
+    (b / "b1.wav").write_bytes(wav(10))
+    wa, wb = make_watch(a), make_watch(b)
+    with Intake(wa) as intake:
+        intake.wait_for("a1.wav")
+        intake.watchset.reconfigure([wa, wb])
+        intake.wait_for("b1.wav")
+        wa2 = make_watch(a, include=(*DEFAULT_INCLUDE, "*.txt"))
+        intake.watchset.reconfigure([wa2, wb])
+        intake.wait_for("a-note.txt")
+        (a / "a2.wav").write_bytes(wav(10))
+        intake.wait_for("a2.wav")
+        intake.watchset.reconfigure([wb])
+        (a / "a3.wav").write_bytes(wav(10))
+        (b / "b2.wav").write_bytes(wav(10))
+        intake.assert_exactly({"a1.wav", "a-note.txt", "a2.wav", "b1.wav", "b2.wav"})
+        assert [s["path"] for s in intake.watchset.status()] == [str(b)]
+    by_name = {r.path.name: r for _, r in intake.ready}
+    assert by_name["a2.wav"].watch == wa2 and by_name["a1.wav"].watch == wa
+
+
+def test_periodic_rescans_offer_files_again_but_they_are_ready_once(dirs: dict[str, Path]) -> None:
+    """Every rescan offers each file again; the settler hands each out only once."""
+    (dirs["watch"] / "x.wav").write_bytes(wav(10))
+    with Intake(make_watch(dirs["watch"]), rescan_interval=0.2) as intake:
+        time.sleep(1.0)
+        assert sum(a.event == "scan" for a in intake.arrivals) >= 3
+        assert intake.counts() == {"x.wav": 1}
+
+
+def test_a_failing_sink_is_logged_and_watching_goes_on(dirs: dict[str, Path]) -> None:
+    """An exception from the sink never reaches watchdog's threads: it is logged, and the
+    next arrival is delivered."""
+    got: list[Arrival] = []
+    log = LogRecorder()
+
+    def sink(arrival: Arrival) -> None:
+        if arrival.path.name == "bad.wav":
+            raise RuntimeError("boom")
+        got.append(arrival)
+
+    watchset = WatchSet([make_watch(dirs["watch"])], sink, rescan_interval=300, log=log)
+    watchset.start()
+    try:
+        (dirs["watch"] / "bad.wav").write_bytes(b"")
+        (dirs["watch"] / "good.wav").write_bytes(b"")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if any(a.path.name == "good.wav" and a.event == "closed" for a in got):
+                break
+            time.sleep(0.01)
+        assert any(a.path.name == "good.wav" and a.event == "closed" for a in got)
+        assert "arrival_sink_failed" in log.events("error")
+        assert watchset.alive()
+    finally:
+        watchset.stop()
+    assert not watchset.alive()
+
+
+def test_a_deleted_or_replaced_root_folder_is_watched_again(dirs: dict[str, Path]) -> None:
+    """When the watched folder is deleted and made again, or renamed away and replaced, the
+    watch restarts on the new folder and takes its files."""
+    root = dirs["watch"]
+    with Intake(make_watch(root)) as intake:
+        shutil.rmtree(root)
+        time.sleep(0.3)
+        root.mkdir()
+        (root / "after-delete.wav").write_bytes(wav(10))
+        intake.wait_for("after-delete.wav", timeout=5)
+        os.rename(root, dirs["side"] / "old-root")
+        root.mkdir()
+        (root / "after-replace.wav").write_bytes(wav(10))
+        intake.wait_for("after-replace.wav", timeout=5)
+        assert intake.watchset.alive()
+        assert "watch_restarted" in intake.log.events("warning")
+
+
+def test_status_reports_every_watch_and_a_missing_folder_is_retried(dirs: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    """status() lists each watch with its mode and liveness; a folder missing at start is
+    reported, retried, and watched once it exists."""
+    polled = tmp_path / "polled"
+    polled.mkdir()
+    missing = tmp_path / "missing"
+    with Intake(make_watch(dirs["watch"]), make_watch(polled, polling=True),
+                make_watch(missing)) as intake:
+        status = {Path(s["path"]).name: s for s in intake.watchset.status()}
+        assert status["watch"]["mode"] == "inotify" and status["watch"]["alive"]
+        assert status["polled"]["mode"] == "polling" and status["polled"]["alive"]
+        assert not status["missing"]["alive"] and "No such file" in status["missing"]["reason"]
+        assert intake.watchset.alive()  # being retried: a restart of the daemon would not help
+        assert "watch_unavailable" in intake.log.events("error")
+        missing.mkdir()
+        (missing / "late.wav").write_bytes(wav(10))
+        intake.wait_for("late.wav", timeout=5)
+        assert intake.watchset.alive()
+
+
+def test_arrivals_carry_what_announced_them(dirs: dict[str, Path]) -> None:
+    """Scan, close-write, rename and create arrivals are labelled as such, with monotonic times."""
+    root = dirs["watch"]
+    (root / "old.wav").write_bytes(b"")
+    with Intake(make_watch(root)) as intake:
+        (root / "new.wav").write_bytes(b"")
+        (dirs["side"] / "mv.wav").write_bytes(b"")
+        os.rename(dirs["side"] / "mv.wav", root / "mv.wav")
+        os.link(root / "new.wav", root / "link.wav")
+        intake.wait_for("old.wav", "new.wav", "mv.wav", "link.wav")
+    kinds = {(a.path.name, a.event) for a in intake.arrivals}
+    assert {("old.wav", "scan"), ("new.wav", "closed"), ("mv.wav", "moved"),
+            ("link.wav", "created")} <= kinds
+    assert all(a.at <= time.monotonic() and a.path.is_absolute() for a in intake.arrivals)
+
+
+def test_a_symlinked_root_is_watched_and_reported_under_its_configured_path(
+        dirs: dict[str, Path], tmp_path: Path) -> None:
+    """A watch configured as a symlink to a folder gets events, and paths below the link."""
+    link = tmp_path / "drop"
+    link.symlink_to(dirs["watch"])
+    with Intake(make_watch(link)) as intake:
+        (dirs["watch"] / "sub").mkdir()
+        (dirs["watch"] / "sub" / "a.wav").write_bytes(wav(10))
+        intake.assert_exactly({"a.wav"}, linger=0.2)
+    assert intake.ready[0][1].path == link / "sub" / "a.wav"
+    assert intake.watchset.status() == []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_threads() -> Iterator[None]:
+    yield
+    assert not [t for t in threading.enumerate() if t.name.startswith("mimo-watchd")]
