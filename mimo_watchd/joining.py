@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 _WINDOW = 8  # words compared at an overlapped boundary (about two seconds of speech and more)
 _ARTEFACT_STOPS = ".。．"
+_TAIL_CHARS = 2000  # of the text joined so far, what an overlap is searched in
 _CJK_RANGES = (
     (0x2E80, 0x2FDF),  # CJK radicals
     (0x3000, 0x303F),  # CJK symbols and punctuation
@@ -136,7 +137,8 @@ def join(texts: Sequence[str], overlapped: Sequence[bool]) -> str:
         if not text:
             continue
         if out and overlapped[i] and texts[i - 1].strip():
-            out, text = _merge(out, text)
-            out, text = out.rstrip(), text.strip()
+            head, tail = out[:-_TAIL_CHARS], out[-_TAIL_CHARS:]  # never re-scan the whole text
+            tail, text = _merge(tail, text)
+            out, text = (head + tail).rstrip(), text.strip()
         out = _glue(out, text)
     return out

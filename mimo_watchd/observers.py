@@ -5,6 +5,11 @@ rebuilding its recursive watches; no event reaches a handler. It raises ``ENOSPC
 when the root folder cannot be watched, but swallows them for sub-folders, which would then be
 missed in silence. :class:`ReportingInotifyFD`, its inotify reader, reports both: an overflow
 after watchdog's rebuild (so a rescan started then sees every file), a limit error as it happens.
+It also refuses watches on hidden and excluded folders (a Syncthing ``.stversions`` tree, an
+excluded ``processed/`` inside the watch), which would use up watches and fill the queue.
+
+Each watch gets an inotify instance of its own (one of ``max_user_instances``, 128 by default),
+so that an overflow or a limit concerns that watch alone.
 """
 
 from __future__ import annotations
@@ -52,11 +57,18 @@ def limit_reason(path: str, exc: OSError) -> str:
 
 
 class ReportingInotifyFD(InotifyFD):
-    """watchdog's inotify reader, also reporting queue overflows and watch-limit errors."""
+    """watchdog's inotify reader, also reporting queue overflows and watch-limit errors, and
+    refusing watches on folders the watch never takes from (hidden or excluded ones)."""
 
-    def __init__(self, on_overflow: Callable[[], None], on_limit: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        on_overflow: Callable[[], None],
+        on_limit: Callable[[str], None],
+        takes_dir: Callable[[str], bool],
+    ) -> None:
         self._on_overflow = on_overflow
         self._on_limit = on_limit
+        self._takes_dir = takes_dir
         super().__init__()
 
     def handle_event(self, event: InotifyEvent) -> None:
@@ -67,6 +79,10 @@ class ReportingInotifyFD(InotifyFD):
     def add_callback(
         self, path: bytes, mask: Mask, callback: WatchCallback, id_: CallbackId
     ) -> WatchDescriptor:
+        if not self._takes_dir(os.fsdecode(path)):
+            # watchdog skips a sub-folder it cannot watch (and, walking on, all below it), so
+            # .stversions/ or an excluded processed/ cost no watches and fill no queue.
+            raise OSError(errno.EPERM, "not watched: excluded or hidden folder")
         try:
             return super().add_callback(path, mask, callback, id_)
         except OSError as exc:
@@ -96,9 +112,10 @@ def inotify_observer(
     recursive: bool,
     on_overflow: Callable[[], None],
     on_limit: Callable[[str], None],
+    takes_dir: Callable[[str], bool],
 ) -> BaseObserver:
     """A started inotify observer of ``root``; raises OSError (ENOSPC/EMFILE at the limits)."""
-    obs = _InotifyObserver(ReportingInotifyFD(on_overflow, on_limit))
+    obs = _InotifyObserver(ReportingInotifyFD(on_overflow, on_limit, takes_dir))
     obs.schedule(handler, root, recursive=recursive, event_filter=_INOTIFY_EVENTS)
     try:
         obs.start()

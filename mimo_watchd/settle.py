@@ -19,8 +19,9 @@ Each (path, inode, size, mtime) is handed out once; ``forget(path)`` (after the 
 the file away) or any change of the file makes the path new again. Files that vanish are dropped.
 
 Threads: ``offer`` and ``forget`` only append to a deque, so watchdog's threads never wait on
-``poll``, which does all the I/O; poll from one scheduler thread, which sleeps at most
-``next_check_in()`` and is woken by whoever calls ``offer`` (the daemon's sink sets its event).
+``poll``, which does all the I/O. Poll from one scheduler thread, sleeping at most
+``next_check_in()`` (0 while arrivals wait) and no more than a few tens of milliseconds, or
+woken by the sink, since offers come from other threads at any time.
 """
 
 from __future__ import annotations

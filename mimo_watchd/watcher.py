@@ -297,9 +297,14 @@ class WatchSet:
                 w.limit_hit = reason
                 self._request(_Job("limit", w))
 
+        def takes_dir(real: str) -> bool:  # a folder below the real root worth a watch
+            path = w.outer(real)
+            rel = None if path is None else relative(w.watch.path, path)
+            return rel is None or all(name_filter(w.watch).takes_dir(p) for p in prefixes(rel))
+
         return inotify_observer(_Handler(self, w, polling=False), w.real_root,
                                 recursive=w.watch.recursive, on_overflow=on_overflow,
-                                on_limit=on_limit)
+                                on_limit=on_limit, takes_dir=takes_dir)
 
     def _start_polling(self, w: _Watched) -> BaseObserver:
         return polling_observer(_Handler(self, w, polling=True), w.real_root,

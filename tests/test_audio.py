@@ -437,6 +437,20 @@ def test_size_limit_shortens_wav_chunks(tmp_path: Path) -> None:
         assert len(pcm) == round(chunk.end * 16000) - round(chunk.start * 16000)
 
 
+@pytest.mark.parametrize(("fmt", "limit", "at_least"), [("mp3", 20_000, 8),
+                                                       ("wav", 100_000, 9)])
+def test_tiny_request_limit_still_fits_every_chunk(
+        tmp_path: Path, fmt: str, limit: int, at_least: int) -> None:
+    """Even a request limit of a few thousand bytes is met by every chunk; below a second
+    of audio per chunk the limit is refused as a configuration error."""
+    samples, _ = pauses_and_tones(16000, 20.0)
+    path = write(tmp_path / "speech.flac", samples, 16000, "flac", "flac")
+    prepared = prepare(path, audio=settings(chunk_format=fmt), max_b64_chars=limit)
+    assert len(check_chunks(prepared, 300.0, limit)) >= at_least
+    with pytest.raises(ValueError, match="under one second"):
+        prepare(path, audio=settings(chunk_format=fmt), max_b64_chars=limit // 5)
+
+
 def test_chunks_reassemble_into_the_exact_source(tmp_path: Path) -> None:
     """Decoded wav chunks, minus their overlaps, are exactly the 16 kHz source samples."""
     source = np.concatenate([noise(30.0, 16000), synth([(10.0, None), (15.0, 700.0)], 16000)])
@@ -447,6 +461,20 @@ def test_chunks_reassemble_into_the_exact_source(tmp_path: Path) -> None:
     pieces = [decode(c.data)[0][round(c.overlap_before * 16000):] for c in chunks]
     reference = decode(path)[0]
     assert np.array_equal(np.concatenate(pieces), reference)
+
+
+def test_rate_and_channel_changes_midway_are_followed(tmp_path: Path) -> None:
+    """Two mp3 files glued together (44.1 kHz mono, then 22.05 kHz stereo) decode in full."""
+    first = write(tmp_path / "a.mp3", synth([(4.0, 440.0)], 44100), 44100, "mp3", "libmp3lame")
+    second = write(tmp_path / "b.mp3", synth([(4.0, 660.0)], 22050), 22050, "mp3", "libmp3lame",
+                   stereo=True)
+    glued = tmp_path / "glued.mp3"
+    glued.write_bytes(first.read_bytes() + second.read_bytes())
+    prepared = prepare(glued, audio=settings(max_chunk_seconds=5.0, chunk_format="wav"))
+    chunks = check_chunks(prepared, 5.0, 9_500_000)
+    assert prepared.info.duration_seconds == pytest.approx(8.0, abs=0.15)
+    assert sum(len(decode(c.data)[0]) for c in chunks) == sum(
+        round(c.end * 16000) - round(c.start * 16000) for c in chunks)
 
 
 def test_iter_chunks_is_lazy_repeatable_and_closable(tmp_path: Path) -> None:

@@ -656,6 +656,17 @@ def test_hang_ends_when_the_client_gives_up(emulator: Emulator, wav: bytes) -> N
     wait_for(lambda: not any(t.name == "mimo-emulator-conn" for t in threading.enumerate()))
 
 
+def test_answer_to_a_client_that_gave_up_is_not_ok(make_emulator: MakeEmulator, wav: bytes) -> None:
+    """A client that timed out during the latency never counts as a successful call."""
+    emu = make_emulator()
+    emu.add_fault(FaultRule("slow", delay=0.5))
+    with httpx.Client(timeout=0.2) as c, pytest.raises(httpx.ReadTimeout):
+        post(c, emu, body_for(wav))
+    wait_for(lambda: emu.calls[-1].error is not None)
+    assert emu.calls[-1].error == "client gone before the answer"
+    assert emu.successful_calls() == []
+
+
 def test_stop_is_prompt_while_a_request_hangs(make_emulator: MakeEmulator, wav: bytes) -> None:
     """stop() breaks a hung request and returns quickly; the client sees a dropped connection."""
     emu = make_emulator()

@@ -119,3 +119,17 @@ def test_is_cjk_covers_han_kana_and_fullwidth_punctuation() -> None:
     """CJK detection covers ideographs, kana and full-width punctuation but not Latin or Hangul."""
     assert all(is_cjk(c) for c in "中文かなカナ。，！")
     assert not any(is_cjk(c) for c in "aZ9.,!한")
+
+
+def test_many_chunks_mixing_pauses_and_overlaps_give_the_sequence_back() -> None:
+    """A long recording in many chunks, some overlapped, joins to exactly its word sequence."""
+    seq = [f"w{i}" for i in range(600)]
+    texts, flags, start = [], [], 0
+    for k, end in enumerate(range(45, 601, 45)):
+        repeat = (k % 4) if k else 0  # 0-3 words heard again at the start of the next chunk
+        texts.append(" ".join(seq[start - repeat : end]).capitalize() + ".")
+        flags.append(repeat > 0)
+        start = end
+    texts.append(" ".join(seq[start:]) + ".")
+    flags.append(False)
+    assert words(join(texts, flags)) == seq

@@ -201,7 +201,7 @@ def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_pat
                             "on_success": {"command": ["/bin/sleep", "30"],
                                            "timeout_seconds": 1.0},
                             "on_failure": {"command": ["/bin/false"]}}])
-        emu.add_fault(FaultRule("400", when_word="kilo"))
+        emu.add_fault(FaultRule("400", times=2, when_word="kilo"))
         tones.write(layout.inbox / "good.wav", ["alpha", "zulu"])
         tones.write(layout.inbox / "bad.wav", ["kilo", "zulu"])
         tones.write(second / "slowhook.wav", ["bravo", "zulu"])

@@ -766,6 +766,31 @@ def test_arrivals_carry_what_announced_them(dirs: dict[str, Path]) -> None:
     assert all(a.at <= time.monotonic() and a.path.is_absolute() for a in intake.arrivals)
 
 
+def _inotify_watches() -> int:
+    """How many inotify watches this process holds (from /proc/self/fdinfo)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        with contextlib.suppress(OSError), open(f"/proc/self/fdinfo/{fd}") as f:
+            count += sum(line.startswith("inotify wd:") for line in f)
+    return count
+
+
+def test_hidden_and_excluded_folders_cost_no_inotify_watches(dirs: dict[str, Path]) -> None:
+    """Only folders the watch takes files from get a watch, also when made or renamed later."""
+    root = dirs["watch"]
+    for rel in ("a/b", "c", "processed/2024/01", "processed/2024/02", ".stversions/x/y"):
+        (root / rel).mkdir(parents=True)
+    before = _inotify_watches()
+    with Intake(make_watch(root, exclude=("processed",))) as intake:
+        assert _inotify_watches() - before == 4  # the root, a, a/b, c
+        (root / "processed" / "2025").mkdir()
+        (root / ".incoming" / "deep").mkdir(parents=True)
+        (root / ".incoming" / "deep" / "x.wav").write_bytes(wav(10))
+        os.rename(root / ".incoming", root / "incoming")
+        intake.wait_for("x.wav")
+        assert _inotify_watches() - before == 6  # and incoming, incoming/deep
+
+
 def test_a_symlinked_root_is_watched_and_reported_under_its_configured_path(
         dirs: dict[str, Path], tmp_path: Path) -> None:
     """A watch configured as a symlink to a folder gets events, and paths below the link."""

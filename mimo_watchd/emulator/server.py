@@ -102,7 +102,9 @@ class CallRecord:
     request_id: str | None = None
     fault: str | None = None
     error: str | None = None  # why it was refused or broken, for test failure messages
-    ok: bool = False  # a whole transcript with finish_reason "stop" reached the client
+    # A whole transcript with finish_reason "stop" was sent to a client still connected: what
+    # the account paid for and the client could use (successful_calls / success_counts).
+    ok: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (what ``GET /_emulator/calls`` returns)."""
@@ -122,6 +124,7 @@ class Emulator:
         self.stopping = threading.Event()
         self._calls: list[CallRecord] = []
         self._lock = threading.Lock()
+        self._in_flight = 0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -195,6 +198,19 @@ class Emulator:
         """Append ``call`` (handlers call this once per request)."""
         with self._lock:
             self._calls.append(call)
+
+    def in_flight(self) -> int:
+        """API requests received whose handling has not finished (e.g. a ``hang`` in progress)."""
+        with self._lock:
+            return self._in_flight
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def add_fault(self, rule: FaultRule) -> None:
         """Queue a fault rule for the coming requests."""
@@ -306,7 +322,11 @@ class _Handler(BaseHTTPRequestHandler):
         # Recorded on arrival and filled in before the last byte goes out, so a test that has
         # its response can trust ``calls[-1]`` without waiting.
         emulator.record(call)
-        Exchange(self, emulator, call).run(raw)
+        emulator._enter()
+        try:
+            Exchange(self, emulator, call).run(raw)
+        finally:
+            emulator._leave()
 
     def _read_body(self) -> bytes | None:
         """The request body (Content-Length or chunked); None when it cannot be read."""

@@ -113,6 +113,12 @@ class Exchange:
             call.error = "emulator stopped"
             self.handler.abort()
             return
+        if self.handler.peer_closed():
+            # The client timed out meanwhile: nobody will read this answer, so it must not count
+            # as a delivered (``ok``) transcript in the paid-twice checks.
+            call.error = "client gone before the answer"
+            self.handler.abort()
+            return
         self._answer(request, words, use, fault)
 
     def _recognize(self, request: AudioRequest) -> tuple[int, list[str]]:
