@@ -55,8 +55,11 @@ WATCH = {
     "path": Opt("path", None, "folder to watch", required=True),
     "recursive": Opt("bool", True, "also watch sub-folders"),
     "include": Opt("list[str]", list(DEFAULT_INCLUDE),
-                   "file-name globs to take (case-insensitive); default: audio extensions"),
-    "exclude": Opt("list[str]", [], "file-name or relative-path globs never to take"),
+                   "globs of files to take, case-insensitive, read like .gitignore lines: "
+                   "without '/' a glob matches a name, with '/' the path relative to the watch "
+                   "(default: audio extensions)"),
+    "exclude": Opt("list[str]", [], "globs never to take (same rules as include); excluding a "
+                   "folder excludes everything below it, e.g. 'processed/**' or 'archive'"),
     "language": Opt("str", None, "language for this watch (auto|zh|en); default: api.language",
                     choices=("auto", "zh", "en"), nullable=True),
     "processed_dir": Opt("path", None, "where transcribed audio is moved", required=True),
@@ -416,14 +419,17 @@ def _cross_check(s: dict[str, Any], problems: list[str]) -> None:
 
 
 def _excluded(target: Path, w: dict[str, Any]) -> bool:
-    """True when an exclude glob of the watch covers the folder ``target`` inside it."""
-    from fnmatch import fnmatch
+    """True when the watch never looks into the folder ``target`` inside it.
 
-    if not w["recursive"]:
-        return True  # a non-recursive watch never looks into sub-folders
-    rel = target.relative_to(w["path"]).as_posix()
-    probe = rel + "/x"
-    return any(fnmatch(rel, pat) or fnmatch(probe, pat) for pat in w["exclude"])
+    Uses the watcher's own name rules (case-insensitive, .gitignore-like globs, hidden folders
+    never walked), so the check agrees exactly with what would be watched.
+    """
+    from mimo_watchd.names import Globs, NameFilter
+
+    rules = NameFilter(w["recursive"], Globs.compile(tuple(w["include"])),
+                       Globs.compile(tuple(w["exclude"])))
+    parts = target.relative_to(w["path"]).parts
+    return any(not rules.takes_dir("/".join(parts[: i + 1])) for i in range(len(parts)))
 
 
 def parse(raw: Any, *, base: Path, source: str | None = None,

@@ -73,7 +73,8 @@ class Daemon:
         self.watches = {str(w.path): w for w in settings.watches}
         self.settler = Settler(probe=audio.probe,
                                incomplete_timeout=settings.incomplete_timeout_seconds)
-        self.watchset = WatchSet(settings.watches, self.settler.offer,
+        self.intake = threading.Event()
+        self.watchset = WatchSet(settings.watches, self._offer,
                                  rescan_interval=settings.rescan_interval_seconds, log=log)
         self.runner = JobRunner(self)
         self.threads: list[threading.Thread] = []
@@ -145,6 +146,7 @@ class Daemon:
                 if self.once and self._idle():
                     log.info("daemon.once_done")
                     self.stop_intake.set()
+                    self.intake.set()
         finally:
             self._shutdown()
         return self.exit_code
@@ -177,6 +179,7 @@ class Daemon:
             os._exit(128 + signum)
         log.info("daemon.stopping", signal=signal.Signals(signum).name)
         self.stop_intake.set()
+        self.intake.set()
 
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping: finishing in-flight jobs")
@@ -204,8 +207,14 @@ class Daemon:
 
     # --- intake -------------------------------------------------------------------------
 
+    def _offer(self, arrival: Any) -> None:
+        """The watchers' sink: hand over and wake the scheduler (never blocks)."""
+        self.settler.offer(arrival)
+        self.intake.set()
+
     def _scheduler(self) -> None:
         while not self.stop_intake.is_set():
+            self.intake.clear()
             try:
                 for ready in self.settler.poll():
                     self.admit(ready)
@@ -213,11 +222,13 @@ class Daemon:
                 log.exception("scheduler.error")
             with self.wake:
                 self.wake.notify_all()
-            self.stop_intake.wait(min(0.05, max(0.005, self.settler.next_check_in())))
+            self.intake.wait(min(0.5, max(0.005, self.settler.next_check_in())))
 
     def admit(self, ready: Ready) -> None:
         """Turns a settled file into a QUEUED job, once per identity."""
         path = ready.path
+        if all(w.path != ready.watch.path for w in self.settings.watches):
+            return  # its watch was removed by a reload; a later re-add rescans the folder
         try:
             st = path.stat()
         except FileNotFoundError:

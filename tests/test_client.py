@@ -11,8 +11,7 @@ import pytest
 
 from mimo_watchd.client import MimoClient, assemble_sse, classify, clean_text
 from mimo_watchd.config import Secret, default_api_settings
-from mimo_watchd.emulator import Emulator, FaultRule
-from mimo_watchd.emulator import tones
+from mimo_watchd.emulator import Emulator, FaultRule, tones
 from mimo_watchd.errors import (
     AudioError,
     OperatorError,

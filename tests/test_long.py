@@ -162,7 +162,7 @@ def test_crash_mid_file_resumes_without_resending(tmp_path: Path) -> None:
     emu.start()
     try:
         layout = Layout(tmp_path)
-        path, words = short_file(layout.inbox / "meeting.wav")
+        _, words = short_file(layout.inbox / "meeting.wav")
         layout.write_config(emu.url, api={"max_concurrency": 1}, audio=AUDIO)
         d = DaemonProcess(layout, once=True, env={"MIMO_WATCHD_CRASH_AT": "journaled"})
         assert d.wait(60) != 0
