@@ -104,7 +104,7 @@ SCHEMA: dict[str, Opt] = {
                                         minimum=0.0),
         "max_request_b64_chars": Opt("int", 9_500_000,
                                      "largest base64 audio string sent in one request",
-                                     minimum=10_000, maximum=10_485_760),
+                                     minimum=50_000, maximum=10_485_760),
     }),
     "audio": Opt("section", {}, "audio preparation and splitting of long recordings", children={
         "max_chunk_seconds": Opt("float", 300.0, "longest audio sent in one request",

@@ -104,7 +104,9 @@ class Daemon:
         problems = []
         for i, w in enumerate(self.settings.watches):
             if not w.path.is_dir():
-                problems.append(f"watches[{i}].path: {w.path} is not an existing folder")
+                # An unmounted share at boot must not stop the service for good: the watcher
+                # retries every second, status shows why, and the log says it loudly.
+                log.error("watch.missing", watch=f"watches[{i}]", path=str(w.path))
             for key in ("processed_dir", "failed_dir", "output_dir"):
                 folder = getattr(w, key)
                 if folder is None:

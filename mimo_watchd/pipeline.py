@@ -192,7 +192,7 @@ class FileTranscriber:
                 result = self._result(index, start, end, t, overlapped, from_journal=True)
             else:
                 if data is None:
-                    data, mime = _encoded(prepared.encode_span(start, end), self.audio)
+                    data, mime = _encoded(prepared.encode_span(start, end), prepared)
                 record = (lambda r: self.journal.record(key, r)) if self.journal else None
                 t = self.client.transcribe(data, mime or "audio/mpeg", end - start,
                                            language=self.language, on_response=record)
@@ -209,13 +209,14 @@ class FileTranscriber:
 
     def _resplit(self, prepared: Any, index: int, start: float, end: float,
                  overlapped: bool) -> list[ChunkResult]:
-        """Halves a span whose transcript hit the output cap; the halves overlap slightly."""
-        mid = (start + end) / 2
-        overlap = min(self.audio.overlap_seconds, (end - start) / 4)
-        first = self._span(prepared, index, start, mid, None, None, overlapped=overlapped)
-        second = self._span(prepared, index, max(start, mid - overlap), end, None, None,
-                            overlapped=overlap > 0)
-        return first + second
+        """Halves a span whose transcript hit the output cap, cutting in a pause near the middle
+        (or with an overlap where there is none)."""
+        first, second = prepared.split_span(start, end)
+        head = self._span(prepared, index, first.start, first.end, None, None,
+                          overlapped=overlapped)
+        tail = self._span(prepared, index, second.start, second.end, None, None,
+                          overlapped=second.overlap_before > 0)
+        return head + tail
 
     def _result(self, index: int, start: float, end: float, t: Transcript, overlapped: bool,
                 *, from_journal: bool) -> ChunkResult:
@@ -226,7 +227,5 @@ class FileTranscriber:
                            from_journal=from_journal)
 
 
-def _encoded(value: Any, audio: AudioSettings) -> tuple[bytes, str]:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value), ("audio/wav" if audio.chunk_format == "wav" else "audio/mpeg")
-    return value.data, value.mime
+def _encoded(value: Any, prepared: Any) -> tuple[bytes, str]:
+    return bytes(value), prepared.span_mime

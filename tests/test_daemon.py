@@ -435,3 +435,32 @@ def test_no_secret_in_any_output(emu: Emulator, layout: Layout) -> None:
     blobs += [p.read_text(errors="replace") for p in layout.root.rglob("*.txt")]
     assert len(blobs) > 5
     assert not any(API_KEY in b for b in blobs)
+
+
+def test_burst_of_20000_files_overflowing_inotify(emu: Emulator, layout: Layout) -> None:
+    """20,000 files written at once (more than the inotify queue holds) are all processed once."""
+    count = 20_000
+    queue_limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    assert count > queue_limit
+    layout.write_config(emu.url, api={"max_concurrency": 4}, rescan_interval_seconds=30.0)
+    d = DaemonProcess(layout)
+    d.wait_ready()
+    try:
+        for i in range(count):
+            data = tones.to_bytes([V[i % 40], V[(i // 40) % 40], V[(i // 1600) % 40]], "wav",
+                                  word_seconds=0.15, gap_seconds=0.05, lead_seconds=0.02)
+            sub = layout.inbox / f"d{i % 20}"
+            sub.mkdir(exist_ok=True)
+            (sub / f"f{i}.wav").write_bytes(data)
+        wait_for(lambda: _count_json(layout) >= count, 900, interval=2.0,
+                 what="20,000 files processed")
+        time.sleep(1.0)
+    finally:
+        assert d.stop(60) == 0, d.text()[-3000:]
+    assert len(emu.calls) == count
+    assert set(successful_by_sha(emu).values()) == {1}
+    assert not any(p.is_file() for p in layout.inbox.rglob("*"))
+
+
+def _count_json(layout: Layout) -> int:
+    return sum(1 for _ in layout.processed.rglob("*.json"))

@@ -7,8 +7,8 @@ else is transcoded to 16 kHz mono in ``audio.chunk_format`` in two streaming pas
    is paid for: a retry or a recovery after a crash cuts the same chunks again.
 2. ``iter_chunks`` decodes again and encodes chunk by chunk. At most two chunk encoders are
    open at once (where chunks overlap), so memory is bounded by ~two chunks whatever the length.
-Measured on a 3-hour m4a (``bench/long_file_rss.py``): pass 1 takes 17 s, pass 2 (mp3)
-92 s, peak RSS 101 MB of which 47 MB are the interpreter and libraries. The API needs far
+Measured on a 3-hour m4a (``bench/long_file_rss.py``, one core): pass 1 takes 12.5 s, pass 2
+(mp3) 86 s, peak RSS 101 MB of which 47 MB are the interpreter and libraries. The API needs far
 longer than both for 3 hours of audio (10K tokens per minute: ~8 minutes at best).
 """
 

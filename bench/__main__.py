@@ -1,0 +1,119 @@
+"""``python -m bench SCENARIO [options]``: run a benchmark, print its table, update BENCHMARKS.md.
+
+Scenarios: saturation, overhead, latency, long, idle, backlog (each runs the real daemon against
+the real emulator next to the naive and floor baselines), ``all`` (every one of them, in that
+order), ``soak`` (fault injection, kill -9 and SIGHUP; exits non-zero when an invariant fails),
+and the audio layer's ``audio-formats`` and ``long-file-rss``. ``--no-write`` leaves
+BENCHMARKS.md alone; ``--smoke`` runs tiny sizes (the test suite's check of the harness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+from collections.abc import Callable
+from types import ModuleType
+
+from bench import audio_formats, long_file_rss, soak
+from bench.report import command_line, emit, write_section
+from bench.scenarios import backlog, idle, latency, longfile, overhead, saturation
+
+SCENARIOS: dict[str, ModuleType] = {
+    "saturation": saturation, "overhead": overhead, "latency": latency, "long": longfile,
+    "idle": idle, "backlog": backlog,
+}
+# --smoke: sizes that finish in seconds (they prove the harness works, not the figures).
+SMOKE: dict[str, dict[str, object]] = {
+    "saturation": {"files": 12}, "overhead": {"files": 20}, "latency": {"samples": 3,
+                                                                        "polling_samples": 0},
+    "long": {"hours": 0.1}, "idle": {"files": 40, "folders": 4, "seconds_idle": 3.0},
+    "backlog": {"files": 300},
+}
+LEGACY: dict[str, Callable[[], None]] = {
+    "audio-formats": audio_formats.main, "long-file-rss": long_file_rss.main,
+}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scratch", type=lambda s: __import__("pathlib").Path(s), default=None,
+                   help="folder for scratch data (default: the system temp folder)")
+    p.add_argument("--no-write", dest="write", action="store_false",
+                   help="print only; leave BENCHMARKS.md alone")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check the harness only")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="scenario", required=True)
+    for name, module in SCENARIOS.items():
+        sp = sub.add_parser(name, help=(module.__doc__ or "").split("\n")[0])
+        module.add_arguments(sp)
+        _common(sp)
+    sp = sub.add_parser("all", help="every scenario above, with its default sizes")
+    _common(sp)
+    sp = sub.add_parser("soak", help=(soak.__doc__ or "").split("\n")[0])
+    soak.add_arguments(sp)
+    _common(sp)
+    for name in LEGACY:
+        sp = sub.add_parser(name, help=f"the audio layer's {name} benchmark (its own options)",
+                            add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _run_one(name: str, argv: list[str], args: argparse.Namespace) -> bool:
+    module = SCENARIOS[name]
+    if args.smoke:
+        for key, value in SMOKE[name].items():
+            setattr(args, key, value)
+    section = module.run(args)
+    emit(section, argv, write=args.write and not args.smoke)
+    return section.ok
+
+
+def _legacy(name: str, rest: list[str]) -> int:
+    """Runs the audio layer's script, printing as it goes, and records its output."""
+    sys.argv = [f"bench.{name.replace('-', '_')}", *rest]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(_Tee(sys.stdout, out)):
+        LEGACY[name]()
+    if "--no-write" not in rest:
+        title = {"audio-formats": "Chunk encoding: wav vs mp3",
+                 "long-file-rss": "Preparing a long recording: memory and time"}[name]
+        body = out.getvalue().strip()
+        write_section(name, f"## {title}\n\n`{command_line([name, *rest])}`\n\n```\n{body}\n```")
+    return 0
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams: io.TextIOBase | object) -> None:
+        self.streams = streams
+
+    def write(self, s: str) -> int:
+        for stream in self.streams:
+            stream.write(s)  # type: ignore[attr-defined]
+        return len(s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LEGACY:
+        return _legacy(argv[0], [a for a in argv[1:]])
+    args = parser().parse_args(argv)
+    if args.scenario == "soak":
+        return soak.run(args)
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    ok = True
+    for name in names:
+        defaults = parser().parse_args([name])
+        scenario_args = args if args.scenario != "all" else defaults
+        scenario_args.scratch, scenario_args.write = args.scratch, args.write
+        scenario_args.smoke = args.smoke
+        ok = _run_one(name, [name] if args.scenario == "all" else argv, scenario_args) and ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
