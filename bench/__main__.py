@@ -13,11 +13,13 @@ import argparse
 import contextlib
 import io
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 from bench import audio_formats, long_file_rss, soak
-from bench.report import command_line, emit, write_section
+from bench.report import Section, command_line, emit, machine, write_section
 from bench.scenarios import backlog, idle, latency, longfile, overhead, saturation
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -37,7 +39,7 @@ LEGACY: dict[str, Callable[[], None]] = {
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scratch", type=lambda s: __import__("pathlib").Path(s), default=None,
+    p.add_argument("--scratch", type=Path, default=None,
                    help="folder for scratch data (default: the system temp folder)")
     p.add_argument("--no-write", dest="write", action="store_false",
                    help="print only; leave BENCHMARKS.md alone")
@@ -68,39 +70,35 @@ def _run_one(name: str, argv: list[str], args: argparse.Namespace) -> bool:
     if args.smoke:
         for key, value in SMOKE[name].items():
             setattr(args, key, value)
-    section = module.run(args)
+    section: Section = module.run(args)
     emit(section, argv, write=args.write and not args.smoke)
-    return section.ok
+    return section.ok or args.smoke  # a smoke run checks the harness, not the figures
 
 
 def _legacy(name: str, rest: list[str]) -> int:
-    """Runs the audio layer's script, printing as it goes, and records its output."""
-    sys.argv = [f"bench.{name.replace('-', '_')}", *rest]
+    """Runs one of the audio layer's scripts (its own options, plus ``--no-write``), prints its
+    output and records it in BENCHMARKS.md."""
+    write = "--no-write" not in rest
+    options = [a for a in rest if a != "--no-write"]
+    sys.argv = [f"python -m bench {name}", *options]
     out = io.StringIO()
-    with contextlib.redirect_stdout(_Tee(sys.stdout, out)):
+    with contextlib.redirect_stdout(out):
         LEGACY[name]()
-    if "--no-write" not in rest:
+    body = out.getvalue().strip()
+    print(body)
+    if write:
         title = {"audio-formats": "Chunk encoding: wav vs mp3",
                  "long-file-rss": "Preparing a long recording: memory and time"}[name]
-        body = out.getvalue().strip()
-        write_section(name, f"## {title}\n\n`{command_line([name, *rest])}`\n\n```\n{body}\n```")
+        write_section(name, f"## {title}\n\n`{command_line([name, *options])}` - "
+                            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} - "
+                            f"{machine()}\n\n```\n{body}\n```")
     return 0
-
-
-class _Tee(io.TextIOBase):
-    def __init__(self, *streams: io.TextIOBase | object) -> None:
-        self.streams = streams
-
-    def write(self, s: str) -> int:
-        for stream in self.streams:
-            stream.write(s)  # type: ignore[attr-defined]
-        return len(s)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LEGACY:
-        return _legacy(argv[0], [a for a in argv[1:]])
+        return _legacy(argv[0], argv[1:])
     args = parser().parse_args(argv)
     if args.scenario == "soak":
         return soak.run(args)
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario_args = args if args.scenario != "all" else defaults
         scenario_args.scratch, scenario_args.write = args.scratch, args.write
         scenario_args.smoke = args.smoke
-        ok = _run_one(name, [name] if args.scenario == "all" else argv, scenario_args) and ok
+        ok = _run_one(name, ["all"] if args.scenario == "all" else argv, scenario_args) and ok
     return 0 if ok else 1
 
 

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -101,7 +102,8 @@ def hash_walk(root: Path) -> dict[str, Any]:
             with open(os.path.join(folder, name), "rb") as f:
                 h.update(f.read())
             n += 1
-    return {"wall": time.monotonic() - started, "cpu": time.process_time(), "files": n}
+    return {"wall": time.monotonic() - started, "cpu": time.process_time(), "files": n,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:

@@ -105,9 +105,9 @@ class EmulatorProc:
         if seed is not None:
             cmd += ["--seed", str(seed)]
         self.latency_scale = latency_scale
-        err = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
-        self._err = err
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=child_env(),
+        self._err = open(log, "wb") if log else None  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                     stderr=self._err or subprocess.DEVNULL, env=child_env(),
                                      text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -147,7 +147,7 @@ class EmulatorProc:
             self.proc.stdout.close()
         if hasattr(self, "_http"):
             self._http.close()
-        if self._err is not subprocess.DEVNULL:
+        if self._err is not None:
             self._err.close()
 
     def __enter__(self) -> EmulatorProc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,11 +117,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from mimo_watchd.outputs import transcript_document, write_sidecars
     from mimo_watchd.pipeline import FileTranscriber
 
-    logsetup.configure("info", args.log_format)
+    progress = _Progress(len(args.files))
+    # On a terminal the progress lines are the per-file summary; logs keep to warnings.
+    logsetup.configure("warning" if progress.enabled else "info", args.log_format)
     api, audio = _api_and_audio(args)
     key = resolve_api_key(api)
     client = MimoClient(api, key)
-    progress = _Progress(len(args.files))
     failures: list[str] = []
 
     def one(path: Path) -> dict[str, Any] | None:
@@ -146,14 +148,16 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             failures.append(f"{path}: {reason}")
             log.error("file.failed", path=str(path), reason=reason,
                       seconds=round(time.monotonic() - started, 3))
-            progress.step(path, ok=False)
+            progress.step(path, f"FAILED: {reason}")
             return None
         log.info("file.done", path=str(path), outcome="done", txt=str(sidecars.txt),
                  audio_seconds=round(result.info.duration_seconds, 3),
                  billed_seconds=result.usage.get("seconds"),
                  tokens=result.usage.get("total_tokens"), chunks=len(result.chunks),
                  attempts=result.attempts, seconds=round(time.monotonic() - started, 3))
-        progress.step(path, ok=True)
+        progress.step(path, f"{result.info.duration_seconds:.1f} s audio, "
+                      f"{result.usage.get('seconds')} s billed, "
+                      f"{len(result.chunks)} chunk(s) -> {sidecars.txt}")
         return doc
 
     try:
@@ -161,7 +165,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             docs = list(pool.map(one, args.files))
     finally:
         client.close()
-        progress.done()
     if args.json:
         for doc in docs:
             if doc is not None:
@@ -172,20 +175,19 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
+    """Progress on a terminal: a line per finished file, ``[done/total]``; silent otherwise."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.count = 0
         self.enabled = sys.stderr.isatty()
+        self._lock = threading.Lock()
 
-    def step(self, path: Path, *, ok: bool) -> None:
-        self.count += 1
-        if self.enabled:
-            mark = "ok" if ok else "FAILED"
-            sys.stderr.write(f"\r\x1b[K[{self.count}/{self.total}] {mark} {path.name}")
-            sys.stderr.flush()
+    def step(self, path: Path, detail: str) -> None:
+        with self._lock:
+            self.count += 1
+            if self.enabled:
+                sys.stderr.write(f"[{self.count}/{self.total}] {path}: {detail}\n")
+                sys.stderr.flush()
 
-    def done(self) -> None:
-        if self.enabled and self.count:
-            sys.stderr.write("\n")
+

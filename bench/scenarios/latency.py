@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from functools import partial
 from pathlib import Path
-
-from mimo_watchd.emulator import tones
 
 from bench.floor import write_bodies
 from bench.harness import (
@@ -25,6 +24,7 @@ from bench.harness import (
 )
 from bench.report import Section, Table, fmt
 from bench.scenarios.common import run_floor, start_naive
+from mimo_watchd.emulator import tones
 
 NAME = "latency"
 TARGET_MS = 150.0
@@ -61,13 +61,16 @@ def _deliver(files: list[Path], inbox: Path, sidecar_dir: Path, suffix: str,
             f.write(data)
         closed = time.monotonic()
         sidecar = sidecar_dir / (src.stem + suffix)
-        wait_for(lambda s=sidecar: os.path.exists(s), timeout, f"sidecar {sidecar}",
+        wait_for(partial(os.path.exists, sidecar), timeout, f"sidecar {sidecar}",
                  interval=0.001)
         out.append(time.monotonic() - closed)
-        wait_for(lambda d=dest: not os.path.exists(d), timeout, f"{dest} to be moved",
-                 interval=0.005)
+        wait_for(partial(_gone, dest), timeout, f"{dest} to be moved", interval=0.005)
         time.sleep(0.1)
     return out
+
+
+def _gone(path: Path) -> bool:
+    return not path.exists()
 
 
 def _daemon(emu: EmulatorProc, root: Path, files: list[Path], watch: dict[str, object]

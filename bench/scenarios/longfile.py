@@ -14,14 +14,13 @@ import os
 import time
 from pathlib import Path
 
-from mimo_watchd.audio import prepare
-from mimo_watchd.config import default_audio_settings
-
 from bench.floor import encode_body
 from bench.harness import Deployment, EmulatorProc, count_files, scratch, wait_for
 from bench.long_file_rss import generate
 from bench.report import Section, Table, fmt, ratio
 from bench.scenarios.common import Run, run_daemon_batch, run_floor, start_naive
+from mimo_watchd.audio import prepare
+from mimo_watchd.config import default_audio_settings
 
 NAME = "long"
 RSS_LIMIT_MB = 200.0

@@ -34,7 +34,7 @@ def sustained_rpm(calls: list[dict[str, Any]]) -> float:
     over a short run flatters whoever bursts; counting whole minutes from the first request
     does not. Runs shorter than a minute fall back to the rate over their span.
     """
-    times = sorted(c["time"] for c in calls if c["status"] == 200)
+    times = sorted(float(c["time"]) for c in calls if c["status"] == 200)
     if len(times) < 2:
         return float("nan")
     span = times[-1] - times[0]

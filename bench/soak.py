@@ -1,0 +1,202 @@
+"""Soak: random arrivals, ~20 % API faults, kill -9 and SIGHUP; then check that nothing was lost.
+
+For ``--minutes``, files of random formats and lengths (some long enough to be cut into chunks,
+a few broken on purpose) arrive by random protocols (cp, rename, rsync, temp name + rename, slow
+writes, into sub-folders too) while the emulator injects ~20 % faults (429, 500, 503, slow
+answers the client times out on, dropped connections) and the daemon is killed with SIGKILL at
+random moments and restarted, and sent SIGHUP (with a changed config) now and then. Then the
+arrivals stop, the daemon drains what is left (``run --once``), and ``bench.soak_checks`` checks
+the invariants. Exit status 1 when one fails (the scratch folder is kept for the post-mortem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.harness import DaemonProc, Deployment, EmulatorProc, scratch, words_for_seconds
+from bench.soak_checks import Input, check_all
+from mimo_watchd.emulator import tones
+
+FAULTS = {"429": 0.05, "500": 0.04, "503": 0.04, "slow": 0.03, "drop-headers": 0.02,
+          "drop-body": 0.02}  # 20 %; "slow" answers after the client's read timeout
+FORMATS = ["wav", "wav", "mp3", "mp3", "m4a", "ogg", "opus", "flac", "webm", "amr", "aiff"]
+PROTOCOLS = ["cp", "rename", "rsync", "temp-rename", "slow-write"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=None, help="default: random, printed")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder")
+
+
+class Soak:
+    """The arrivals, the chaos and the daemon of one soak run."""
+
+    def __init__(self, root: Path, emu: EmulatorProc, rng: random.Random) -> None:
+        self.root = root
+        self.emu = emu
+        self.rng = rng
+        self.dep = Deployment(root / "deploy")
+        self.staging = root / "staging"
+        self.staging.mkdir()
+        self.inputs: list[Input] = []
+        self.kills: list[float] = []  # time.time() of every SIGKILL
+        self.hups = 0
+        self.restarts = 0
+        self.crashes: list[str] = []  # log tails of daemons that died without being killed
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.rsync = shutil.which("rsync") is not None
+        self.write_config(3)
+        self.daemon = DaemonProc(self.dep)
+
+    def write_config(self, concurrency: int) -> None:
+        self.dep.write_config(
+            self.emu.url, concurrency=concurrency,
+            api={"max_retries": 2, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0,
+                 "timeout_base_seconds": 3.0, "timeout_per_audio_second": 0.05},
+            watch={"settle_seconds": 0.5}, retry_delay_seconds=1.0, max_attempts=8,
+            incomplete_timeout_seconds=5.0, pause_probe_seconds=1.0,
+            shutdown_timeout_seconds=5.0, rescan_interval_seconds=20.0)
+
+    # --- arrivals ----------------------------------------------------------------------------
+
+    def make_input(self, i: int) -> tuple[Input, Path]:
+        """Writes input ``i`` into the staging folder: mostly short, some chunked, some broken."""
+        rng = self.rng
+        fmt = rng.choice(FORMATS)
+        roll = rng.random()
+        seconds = rng.uniform(1, 10) if roll < 0.7 else rng.uniform(10, 90) \
+            if roll < 0.95 else rng.uniform(320, 420)
+        protocol = rng.choice([p for p in PROTOCOLS if p != "rsync" or self.rsync])
+        sub = f"sub{rng.randrange(4)}/" if rng.random() < 0.3 else ""
+        name = f"{sub}s{i:05d}-{protocol}.{fmt}"
+        path = self.staging / f"{i:05d}.{fmt}"
+        words: list[str] | None = words_for_seconds(i, seconds)
+        tones.write(path, words or [], fmt)
+        if rng.random() < 0.05:  # broken on purpose: garbage, or the first half of a file
+            data = path.read_bytes()
+            path.write_bytes(os.urandom(2000) if rng.random() < 0.5 else data[: len(data) // 2])
+            words = None
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return Input(name, fmt, protocol, round(seconds, 1), words, digest), path
+
+    def deliver(self, item: Input, src: Path) -> None:
+        """Puts ``src`` into the inbox as ``item.name`` the way ``item.protocol`` does."""
+        dest = self.dep.inbox / item.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if item.protocol == "cp":
+            subprocess.run(["cp", str(src), str(dest)], check=True)
+        elif item.protocol == "rename":
+            os.rename(src, dest)
+        elif item.protocol == "rsync":
+            subprocess.run(["rsync", str(src), str(dest)], check=True)
+        elif item.protocol == "temp-rename":
+            tmp = dest.with_name(dest.name + ".part")
+            self._slow_copy(src, tmp, pieces=3, pause=(0.1, 0.4))
+            os.rename(tmp, dest)
+        else:  # slow-write: pauses longer than settle_seconds, the file open all along
+            self._slow_copy(src, dest, pieces=4, pause=(0.6, 1.5))
+        src.unlink(missing_ok=True)
+
+    def _slow_copy(self, src: Path, dest: Path, *, pieces: int, pause: tuple[float, float]
+                   ) -> None:
+        data = src.read_bytes()
+        step = max(1, -(-len(data) // pieces))
+        with open(dest, "wb") as f:
+            for k in range(0, len(data), step):
+                f.write(data[k : k + step])
+                f.flush()
+                time.sleep(self.rng.uniform(*pause))
+
+    def arrivals(self, until: float) -> None:
+        with ThreadPoolExecutor(4, thread_name_prefix="deliver") as pool:
+            i = 0
+            while time.monotonic() < until:
+                item, src = self.make_input(i)
+                with self.lock:
+                    self.inputs.append(item)
+                pool.submit(self.deliver, item, src).add_done_callback(_raise_later)
+                i += 1
+                time.sleep(self.rng.uniform(0.1, 1.5))
+
+    # --- chaos -------------------------------------------------------------------------------
+
+    def chaos(self, until: float) -> None:
+        next_kill = time.monotonic() + self.rng.uniform(4, 20)
+        next_hup = time.monotonic() + self.rng.uniform(8, 25)
+        while not self.stop.wait(0.05) and time.monotonic() < until:
+            now = time.monotonic()
+            if now >= next_kill:
+                self.daemon.signal(signal.SIGKILL)
+                self.kills.append(time.time())
+                self.daemon.wait(30)
+                time.sleep(self.rng.uniform(0, 1.0))
+                self.daemon = DaemonProc(self.dep)
+                self.restarts += 1
+                next_kill = now + self.rng.uniform(4, 20)
+            elif now >= next_hup and (self.dep.state / "status.json").exists():
+                # Only once the daemon has installed its handlers: before that, SIGHUP kills.
+                self.write_config(self.rng.choice([2, 3]))
+                self.daemon.signal(signal.SIGHUP)
+                self.hups += 1
+                next_hup = now + self.rng.uniform(8, 25)
+            elif not self.daemon.alive():
+                self.crashes.append(self.daemon.text()[-3000:])
+                self.daemon = DaemonProc(self.dep)
+
+    def drain(self, timeout: float) -> int:
+        """Stops the running daemon, then ``run --once`` until everything is finished."""
+        self.daemon.stop()
+        once = DaemonProc(self.dep, once=True)
+        return once.wait(timeout)
+
+
+def _raise_later(fut: object) -> None:
+    exc = fut.exception()  # type: ignore[attr-defined]
+    if exc is not None:
+        print(f"soak: a delivery failed: {exc!r}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    rng = random.Random(seed)
+    print(f"soak: {args.minutes:g} minutes, seed {seed}", flush=True)
+    keep = args.keep
+    with scratch(args.scratch, "soak", keep=True) as root:
+        with EmulatorProc(latency_scale=0.5, fault_rates=FAULTS, seed=seed, slow_seconds=6.0,
+                          log=root / "emulator.log") as emu:
+            soak = Soak(root, emu, rng)
+            until = time.monotonic() + args.minutes * 60
+            chaos = threading.Thread(target=soak.chaos, args=(until,), name="chaos")
+            chaos.start()
+            try:
+                soak.arrivals(until)
+            finally:
+                soak.stop.set()
+                chaos.join()
+            started = time.monotonic()
+            code = soak.drain(timeout=900)
+            drained = time.monotonic() - started
+            calls = emu.calls()
+        print(f"soak: {len(soak.inputs)} inputs, {len(soak.kills)} kill -9, {soak.hups} SIGHUP, "
+              f"{len(calls)} API calls; final drain (run --once) exit {code} in {drained:.0f} s",
+              flush=True)
+        ok = check_all(soak.dep, soak.inputs, calls, soak.kills, latency_scale=0.5,
+                       crashes=soak.crashes, drain_code=code)
+        keep = keep or not ok
+        if keep:
+            print(f"soak: scratch kept at {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0 if ok else 1
