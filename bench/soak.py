@@ -20,10 +20,12 @@ import signal
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from bench.harness import DaemonProc, Deployment, EmulatorProc, scratch, words_for_seconds
+from bench.report import command_line, machine, write_section
 from bench.soak_checks import Input, check_all
 from mimo_watchd.emulator import tones
 
@@ -31,6 +33,7 @@ FAULTS = {"429": 0.05, "500": 0.04, "503": 0.04, "slow": 0.03, "drop-headers": 0
           "drop-body": 0.02}  # 20 %; "slow" answers after the client's read timeout
 FORMATS = ["wav", "wav", "mp3", "mp3", "m4a", "ogg", "opus", "flac", "webm", "amr", "aiff"]
 PROTOCOLS = ["cp", "rename", "rsync", "temp-rename", "slow-write"]
+SHUTDOWN_TIMEOUT = 60.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,7 +70,7 @@ class Soak:
                  "timeout_base_seconds": 3.0, "timeout_per_audio_second": 0.05},
             watch={"settle_seconds": 0.5}, retry_delay_seconds=1.0, max_attempts=8,
             incomplete_timeout_seconds=5.0, pause_probe_seconds=1.0,
-            shutdown_timeout_seconds=5.0, rescan_interval_seconds=20.0)
+            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT, rescan_interval_seconds=20.0)
 
     # --- arrivals ----------------------------------------------------------------------------
 
@@ -156,14 +159,46 @@ class Soak:
                 self.daemon = DaemonProc(self.dep)
 
     def drain(self, timeout: float) -> int:
-        """Stops the running daemon, then ``run --once`` until everything is finished."""
-        self.daemon.stop()
+        """Stops the running daemon (SIGTERM), then ``run --once`` until everything is finished.
+
+        A stop that had to abandon requests still in flight at its deadline counts as a kill:
+        an answer paid for then is lost like one a kill -9 interrupts."""
+        deadline = time.time() + SHUTDOWN_TIMEOUT
+        self.daemon.stop(timeout=SHUTDOWN_TIMEOUT + 30)
+        if any(e.get("abandoned_threads") for e in self.daemon.events("daemon.stopped")):
+            self.kills.append(deadline)
         once = DaemonProc(self.dep, once=True)
         return once.wait(timeout)
 
 
-def _raise_later(fut: object) -> None:
-    exc = fut.exception()  # type: ignore[attr-defined]
+def _tally(inputs: list[Input]) -> str:
+    protocols = Counter(i.protocol for i in inputs)
+    formats = Counter(i.fmt for i in inputs)
+    chunked = sum(1 for i in inputs if i.seconds > 300)
+    broken = sum(1 for i in inputs if i.words is None)
+    return (f"by protocol {dict(protocols)}; by format {dict(formats)}; {chunked} longer than "
+            f"5 min (chunked); {broken} broken on purpose")
+
+
+def _write(args: argparse.Namespace, seed: int, summary: str, lines: list[str], ok: bool
+           ) -> None:
+    argv = ["soak", "--minutes", f"{args.minutes:g}", "--seed", str(seed)]
+    text = "\n".join([
+        "## Soak (faults, kill -9, SIGHUP)", "",
+        f"`{command_line(argv)}` - {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} - "
+        f"{machine()}", "",
+        "Files of random formats and lengths arriving by random protocols; the emulator "
+        f"injecting {sum(FAULTS.values()):.0%} faults ({', '.join(FAULTS)}; slow = an answer "
+        "after the client's read timeout) with its latency model at 0.5; the daemon killed "
+        "with SIGKILL every 4-20 s and restarted, sent SIGHUP (with a changed max_concurrency) "
+        "every 8-25 s; then `run --once` drains what is left and the invariants are checked.",
+        "", summary, "", "```", *lines, "```", "",
+        f"Result: {'all invariants hold' if ok else 'AN INVARIANT FAILED'}."])
+    write_section("soak", text)
+
+
+def _raise_later(fut: Future[None]) -> None:
+    exc = fut.exception()
     if exc is not None:
         print(f"soak: a delivery failed: {exc!r}", flush=True)
 
@@ -189,11 +224,15 @@ def run(args: argparse.Namespace) -> int:
             code = soak.drain(timeout=900)
             drained = time.monotonic() - started
             calls = emu.calls()
-        print(f"soak: {len(soak.inputs)} inputs, {len(soak.kills)} kill -9, {soak.hups} SIGHUP, "
-              f"{len(calls)} API calls; final drain (run --once) exit {code} in {drained:.0f} s",
-              flush=True)
+        summary = (f"{len(soak.inputs)} inputs ({_tally(soak.inputs)}), {len(soak.kills)} kill -9, "
+                   f"{soak.hups} SIGHUP, {len(calls)} API calls; final drain (run --once) exit "
+                   f"{code} in {drained:.0f} s")
+        print(f"soak: {summary}", flush=True)
+        lines: list[str] = []
         ok = check_all(soak.dep, soak.inputs, calls, soak.kills, latency_scale=0.5,
-                       crashes=soak.crashes, drain_code=code)
+                       crashes=soak.crashes, drain_code=code, out=lines)
+        if args.write:
+            _write(args, seed, summary, lines, ok)
         keep = keep or not ok
         if keep:
             print(f"soak: scratch kept at {root}")

@@ -47,13 +47,15 @@ def _audio_files(folder: Path) -> list[Path]:
     return out
 
 
-def _report(name: str, problems: list[str], detail: str) -> bool:
+def _report(name: str, problems: list[str], detail: str, out: list[str]) -> bool:
+    """Prints (and appends to ``out``) the invariant's line and a few of its problems."""
     status = "PASS" if not problems else "FAIL"
-    print(f"INVARIANT {status}: {name} - {detail}", flush=True)
-    for p in problems[:8]:
-        print(f"    {p}", flush=True)
+    lines = [f"INVARIANT {status}: {name} - {detail}", *[f"    {p}" for p in problems[:8]]]
     if len(problems) > 8:
-        print(f"    ... and {len(problems) - 8} more", flush=True)
+        lines.append(f"    ... and {len(problems) - 8} more")
+    for line in lines:
+        print(line, flush=True)
+    out.extend(lines)
     return not problems
 
 
@@ -83,8 +85,8 @@ def _sidecar_problems(item: Input, audio: Path, dep: Deployment) -> list[str]:
 
 def check_all(dep: Deployment, inputs: list[Input], calls: list[dict[str, Any]],
               kills: list[float], *, latency_scale: float, crashes: list[str],
-              drain_code: int) -> bool:
-    """Checks and prints every invariant; True when all hold."""
+              drain_code: int, out: list[str]) -> bool:
+    """Checks and prints every invariant (its lines also go to ``out``); True when all hold."""
     audio = _audio_files(dep.processed) + _audio_files(dep.failed)
     by_sha: dict[str, list[Path]] = defaultdict(list)
     for path in audio:
@@ -106,7 +108,8 @@ def check_all(dep: Deployment, inputs: list[Input], calls: list[dict[str, Any]],
     problems += [f"audio that is no input: {p}" for p in strays]
     done = sum(1 for p in where.values() if dep.processed in p.parents)
     results.append(_report("every input is in processed or failed exactly once", problems,
-                           f"{len(inputs)} inputs: {done} processed, {len(where) - done} failed"))
+                           f"{len(inputs)} inputs: {done} processed, {len(where) - done} failed",
+                           out))
 
     # 2. valid sidecars or an error file; well-formed inputs transcribed exactly
     problems = []
@@ -131,27 +134,27 @@ def check_all(dep: Deployment, inputs: list[Input], calls: list[dict[str, Any]],
     broken = sum(1 for i in inputs if i.words is None)
     results.append(_report("each with valid sidecars or an error file", problems,
                            f"{exact} of {len(inputs) - broken} well-formed inputs transcribed "
-                           f"word for word; {broken} broken on purpose"))
+                           f"word for word; {broken} broken on purpose", out))
 
     # 3. no temp files left
     leftovers = [str(Path(r) / f) for r, _d, files in os.walk(dep.root) for f in files
                  if f.startswith(".mimo-watchd-") or f.endswith((".tmp", ".part"))]
     leftovers += [str(p) for p in dep.inbox.rglob("*") if p.is_file()]
     results.append(_report("no temp files left (and the inbox is empty)", leftovers,
-                           f"{len(leftovers)} found"))
+                           f"{len(leftovers)} found", out))
 
     # 4. at most one successful call per chunk of content
-    results.append(_check_payments(calls, kills, latency_scale))
+    results.append(_check_payments(calls, kills, latency_scale, out))
 
     # 5. ledger and folders agree
-    results.append(_check_ledger(dep, inputs, where, audio))
+    results.append(_check_ledger(dep, inputs, where, audio, out))
 
     # 6. the daemon only ever died when it was killed
     problems = [f"crash: ...{tail[-600:]}" for tail in crashes]
     if drain_code not in (0, 1):
         problems.append(f"final run --once exited {drain_code}")
     results.append(_report("the daemon never died unasked; the final drain finished", problems,
-                           f"{len(crashes)} crashes, drain exit {drain_code}"))
+                           f"{len(crashes)} crashes, drain exit {drain_code}", out))
     return all(results)
 
 
@@ -164,7 +167,7 @@ def _error_reason(path: Path) -> str:
 
 
 def _check_payments(calls: list[dict[str, Any]], kills: list[float],
-                    latency_scale: float) -> bool:
+                    latency_scale: float, out: list[str]) -> bool:
     ok_calls = [c for c in calls if c.get("ok") and c.get("audio_sha256")]
     by_sha: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in ok_calls:
@@ -186,11 +189,11 @@ def _check_payments(calls: list[dict[str, Any]], kills: list[float],
               f"faults injected {dict(faults)}; statuses {dict(statuses)}; "
               f"{excused} re-payments excused by a kill -9 between answer and journal")
     return _report("the emulator saw at most one successful call per chunk of content",
-                   problems, detail)
+                   problems, detail, out)
 
 
 def _check_ledger(dep: Deployment, inputs: list[Input], where: dict[str, Path],
-                  audio: list[Path]) -> bool:
+                  audio: list[Path], out: list[str]) -> bool:
     db = sqlite3.connect(f"file:{dep.state / 'ledger.sqlite3'}?mode=ro", uri=True)
     try:
         rows = db.execute("SELECT path, state, final_path, outcome FROM jobs").fetchall()
@@ -222,4 +225,4 @@ def _check_ledger(dep: Deployment, inputs: list[Input], where: dict[str, Path],
         elif str(where.get(item.name)) not in finals:
             problems.append(f"{item.name}: its job's final path is not where the file is")
     return _report("ledger and folders agree", problems,
-                   f"{len(rows)} jobs {dict(states)}, {len(on_disk)} audio files on disk")
+                   f"{len(rows)} jobs {dict(states)}, {len(on_disk)} audio files on disk", out)

@@ -253,12 +253,12 @@ class MimoClient:
             return transcript
 
     def _backoff(self, attempt: int, exc: ApiError) -> float:
-        retry_after = getattr(exc, "retry_after", None)
+        retry_after = exc.retry_after if isinstance(exc, TransientApiError) else None
         if retry_after is not None:
             return min(retry_after, 600.0)
         cap = self.api.backoff_max_seconds
         base = min(cap, self.api.backoff_initial_seconds * 2 ** (attempt - 1))
-        return base * (0.5 + 0.5 * self._jitter())
+        return float(base * (0.5 + 0.5 * self._jitter()))
 
     def _once(self, body: bytes, duration: float, tokens: int,
               on_response: ResponseHook | None) -> dict[str, Any]:
@@ -284,8 +284,8 @@ class MimoClient:
             except httpx.TransportError as exc:
                 raise TransientApiError(f"connection failed: {type(exc).__name__}: {exc}") \
                     from exc
-        usage = raw.get("usage") if isinstance(raw.get("usage"), dict) else {}
-        reservation.settle(usage.get("total_tokens"))
+        usage = raw.get("usage")
+        reservation.settle(usage.get("total_tokens") if isinstance(usage, dict) else None)
         if on_response is not None:
             on_response(raw)
         return raw

@@ -13,7 +13,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from mimo_watchd.config import Settings, load, resolve_api_key
+from mimo_watchd.config import Secret, Settings, load, resolve_api_key
 from mimo_watchd.errors import ApiError, ConfigError, JobError
 from mimo_watchd.fsutil import free_stem, safe_move
 
@@ -160,18 +160,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     for i, w in enumerate(settings.watches):
         if not w.path.is_dir():
             problems.append(f"watches[{i}].path: {w.path} does not exist")
-        for key in ("processed_dir", "failed_dir", "output_dir"):
-            folder = getattr(w, key)
+        for option in ("processed_dir", "failed_dir", "output_dir"):
+            folder = getattr(w, option)
             if folder is not None and not _writable(folder):
-                problems.append(f"watches[{i}].{key}: {folder} is not a writable folder "
+                problems.append(f"watches[{i}].{option}: {folder} is not a writable folder "
                                 "(it is created at start if its parent is writable)")
     if not _writable(settings.state_dir):
         problems.append(f"state_dir: {settings.state_dir} is not writable")
+    key: Secret | None = None
     try:
         key = resolve_api_key(settings.api)
     except ConfigError as exc:
         problems.extend(exc.problems)
-        key = None
     for p in problems:
         print(f"{settings.source}: {p}", file=sys.stderr)
     if problems:

@@ -326,7 +326,8 @@ class _Validator:
 
 
 def _kind(raw: Any) -> str:
-    return {list: "a list", str: "a string"}.get(type(raw), type(raw).__name__)
+    names: dict[type, str] = {list: "a list", str: "a string"}
+    return names.get(type(raw), type(raw).__name__)
 
 
 def _join(path: str, key: str) -> str:
@@ -489,22 +490,22 @@ def load(path: str | os.PathLike[str]) -> Settings:
     return parse(raw, base=p.resolve().parent, source=str(p))
 
 
-def default_api_settings(**overrides: Any) -> ApiSettings:
-    """API settings with every default, for the ``transcribe`` command that needs no file."""
+def _defaults(section: str, overrides: dict[str, Any]) -> dict[str, Any]:
     v = _Validator(Path.cwd())
-    data = v.section("api", overrides, SCHEMA["api"].children)
+    data = v.section(section, overrides, SCHEMA[section].children)
     if v.problems:
         raise ConfigError(v.problems)
-    return ApiSettings(**data)
+    return data
+
+
+def default_api_settings(**overrides: Any) -> ApiSettings:
+    """API settings with every default, for the ``transcribe`` command that needs no file."""
+    return ApiSettings(**_defaults("api", overrides))
 
 
 def default_audio_settings(**overrides: Any) -> AudioSettings:
     """Audio settings with every default (plus overrides)."""
-    v = _Validator(Path.cwd())
-    data = v.section("audio", overrides, SCHEMA["audio"].children)
-    if v.problems:
-        raise ConfigError(v.problems)
-    return AudioSettings(**data)
+    return AudioSettings(**_defaults("audio", overrides))
 
 
 _KNOWN_SECRETS: set[str] = set()

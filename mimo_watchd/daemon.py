@@ -24,7 +24,7 @@ from mimo_watchd import audio
 from mimo_watchd.client import MimoClient
 from mimo_watchd.config import Settings, WatchSettings, load, resolve_api_key
 from mimo_watchd.errors import ConfigError, MimoWatchdError
-from mimo_watchd.fsutil import atomic_write
+from mimo_watchd.fsutil import atomic_write, remove_stale_temps
 from mimo_watchd.hooks import HookRunner
 from mimo_watchd.jobs import JobRunner, Outcome
 from mimo_watchd.ledger import Ledger
@@ -123,6 +123,7 @@ class Daemon:
         """Runs until stopped; returns the process exit code."""
         self.prepare_folders()
         recovered = self.ledger.recover()
+        remove_stale_temps(self.settings.state_dir, older_than=self.started)  # status.json's
         if self.once:
             self.ledger.reset_retry_times()
         log.info("daemon.start", pid=os.getpid(), watches=list(self.watches),

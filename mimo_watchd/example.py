@@ -26,7 +26,7 @@ EXAMPLES: dict[str, Any] = {
     "watches.failed_dir": "./failed",
 }
 # Optional sections shown filled in, so every option appears once.
-EXAMPLE_SECTIONS = {
+EXAMPLE_SECTIONS: dict[str, dict[str, Any]] = {
     "watches.on_success": {"command": ["/usr/local/bin/notify-transcript"],
                            "webhook": None},
     "watches.on_failure": {"command": None, "webhook": "http://127.0.0.1:8080/mimo-failed"},

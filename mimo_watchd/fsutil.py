@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mimo_watchd import crashpoints
 
+TEMP_PREFIX = ".mimo-watchd-"
 # Errors meaning "this file system cannot hard-link", where a checked rename is the fallback.
 _NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
@@ -61,7 +62,7 @@ def atomic_write(path: Path, data: bytes | str, *, overwrite: bool = False) -> P
         data = data.encode("utf-8")
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mimo-watchd-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".tmp")
     tmp_path = Path(tmp)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -114,7 +115,7 @@ def safe_move(src: Path, dst: Path) -> Path:
 
 
 def _copy_across(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".mimo-watchd-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=TEMP_PREFIX, suffix=".tmp")
     tmp_path = Path(tmp)
     try:
         with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
@@ -129,6 +130,26 @@ def _copy_across(src: Path, dst: Path) -> None:
         raise
     fsync_dir(dst.parent)
     os.unlink(src)
+
+
+def remove_stale_temps(folder: Path, *, older_than: float) -> int:
+    """Deletes the temp files of ``atomic_write``/``safe_move`` in ``folder`` that a process
+    killed mid-write left behind (modified before ``older_than``, a ``time.time()``: before this
+    process started, so no write of ours is in progress). Returns how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".tmp")):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and \
+                    entry.stat(follow_symlinks=False).st_mtime < older_than:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def is_within(path: Path, root: Path) -> bool:

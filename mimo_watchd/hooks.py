@@ -255,4 +255,5 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def _tail(f: Any) -> str:
     size = f.seek(0, os.SEEK_END)
     f.seek(max(0, size - OUTPUT_TAIL_BYTES))
-    return f.read().decode("utf-8", "replace").strip()
+    data: bytes = f.read()
+    return data.decode("utf-8", "replace").strip()

@@ -87,6 +87,8 @@ class JobRunner:
         if job.plan is not None and job.result is not None:
             plan = placement.Plan.from_dict(job.plan)
             log.info("job.resume", path=job.path, plan=plan.kind)
+            # A crash mid-write may have left temp files beside the planned outputs.
+            placement.remove_stale_temps(plan, older_than=self.d.started)
             return self._finish(job, plan, job.result, started, resumed=True)
         source = Path(job.path)
         if not source.exists():
@@ -99,9 +101,10 @@ class JobRunner:
             if policy != "transcribe" else None
         if earlier is not None and policy == "skip":
             plan = placement.choose(watch, source, "skipped")
-            doc = {"duplicate_of": earlier.final_path}
-            self.d.ledger.set_plan(job.id, plan.to_dict(), doc)
-            return self._finish(job, plan, doc, started)
+            skipped: dict[str, Any] = {"duplicate_of": earlier.final_path}
+            self.d.ledger.set_plan(job.id, plan.to_dict(), skipped)
+            return self._finish(job, plan, skipped, started)
+        doc: dict[str, Any]
         if earlier is not None and earlier.result is not None:
             doc = dict(earlier.result)
             doc["duplicate_of"] = earlier.result.get("source", {}).get("path")

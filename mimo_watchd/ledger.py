@@ -219,7 +219,7 @@ class Ledger:
                                    "WHERE state='QUEUED'").fetchone()
         if row is None or row["t"] is None:
             return None
-        return max(0.0, row["t"] - now)
+        return max(0.0, float(row["t"]) - now)
 
     def requeue(self, job_id: int, *, delay: float = 0.0, error: str | None = None,
                 refund_attempt: bool = False) -> None:
@@ -305,7 +305,7 @@ class Ledger:
         return [Job.from_row(r) for r in rows]
 
     def jobs(self, state: State | None = None) -> list[Job]:
-        sql, args = "SELECT * FROM jobs", ()
+        sql, args = "SELECT * FROM jobs", tuple[str, ...]()
         if state is not None:
             sql, args = sql + " WHERE state=?", (str(state),)
         with self._lock:

@@ -21,7 +21,7 @@ from mimo_watchd import joining
 from mimo_watchd.audio import AudioInfo, prepare
 from mimo_watchd.client import MimoClient, Transcript, parse_completion
 from mimo_watchd.config import AudioSettings
-from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError
+from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, TransientApiError
 
 USAGE_FIELDS = ("seconds", "prompt_tokens", "completion_tokens", "total_tokens", "audio_tokens")
 MIN_RESPLIT_SECONDS = 4.0
@@ -166,7 +166,11 @@ class FileTranscriber:
                             first_error = exc
 
             for chunk in prepared.iter_chunks():
-                if first_error is not None or self.client.stopping:
+                if first_error is None and self.client.stopping:
+                    # Shutting down with chunks unsent: fail the attempt (the job is retried)
+                    # rather than return a transcript with those chunks missing.
+                    first_error = TransientApiError("stopped before every chunk was sent")
+                if first_error is not None:
                     break
                 while len(pending) > limit:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -185,15 +189,16 @@ class FileTranscriber:
     def _span(self, prepared: Any, index: int, start: float, end: float, data: bytes | None,
               mime: str | None, *, overlapped: bool) -> list[ChunkResult]:
         key = span_key(start, end)
+        journal = self.journal
         try:
-            raw = self.journal.lookup(key) if self.journal else None
+            raw = journal.lookup(key) if journal else None
             if raw is not None:
                 t = parse_completion(raw)
                 result = self._result(index, start, end, t, overlapped, from_journal=True)
             else:
                 if data is None:
                     data, mime = _encoded(prepared.encode_span(start, end), prepared)
-                record = (lambda r: self.journal.record(key, r)) if self.journal else None
+                record = (lambda r: journal.record(key, r)) if journal else None
                 t = self.client.transcribe(data, mime or "audio/mpeg", end - start,
                                            language=self.language, on_response=record)
                 result = self._result(index, start, end, t, overlapped, from_journal=False)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mimo_watchd import crashpoints
+from mimo_watchd import crashpoints, fsutil
 from mimo_watchd.config import WatchSettings
 from mimo_watchd.errors import JobError
 from mimo_watchd.fsutil import atomic_write, is_within, safe_move
@@ -57,6 +57,7 @@ def relative_parent(watch: WatchSettings, source: Path) -> Path:
 def choose(watch: WatchSettings, source: Path, kind: str) -> Plan:
     """A destination under which neither the audio nor its sidecars exist yet."""
     rel = relative_parent(watch, source)
+    suffixes: tuple[str, ...]
     if kind == "failed":
         audio_dir = watch.failed_dir / rel
         side_dir, suffixes = audio_dir, (ERROR_SUFFIX,)
@@ -93,6 +94,12 @@ def _fit(stem: str, reserve: int, limit: int = 255) -> str:
     if len(encoded) <= budget:
         return stem
     return encoded[:budget].decode("utf-8", errors="ignore")
+
+
+def remove_stale_temps(plan: Plan, *, older_than: float) -> int:
+    """Deletes temp files a killed process left in the plan's sidecar and audio folders."""
+    folders = {Path(plan.sidecar_dir), Path(plan.audio_dest).parent}
+    return sum(fsutil.remove_stale_temps(f, older_than=older_than) for f in folders)
 
 
 def carry_out(plan: Plan, document: dict[str, Any]) -> Path | None:

@@ -18,6 +18,13 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
+def emu() -> Iterator[Emulator]:
+    """An emulator with no latency and no account limits, for daemon-level tests."""
+    with Emulator(EmulatorConfig(latency_scale=0.0, rpm=None, tpm=None)) as emu:
+        yield emu
+
+
+@pytest.fixture
 def make_emulator() -> Iterator[Callable[..., Emulator]]:
     """A factory of started emulators: ``make_emulator(rpm=2, ...)`` overrides EmulatorConfig
     fields (latency 0 unless given); all are stopped after the test."""

@@ -214,7 +214,7 @@ def test_empty_content_is_no_speech(client: MimoClient, wav: bytes, emulator: Em
 
 def test_size_limit_refused_before_sending(emulator: Emulator, wav: bytes) -> None:
     """Audio whose base64 exceeds the limit is refused locally, nothing is sent or paid."""
-    c = make_client(emulator, max_request_b64_chars=10_000)
+    c = make_client(emulator, max_request_b64_chars=50_000)
     before = len(emulator.calls)
     try:
         with pytest.raises(AudioError, match="too large"):
@@ -273,18 +273,21 @@ def test_rate_limiter_blocks_threads_until_budget() -> None:
 
 
 def test_penalize_after_429_slows_everyone(emulator: Emulator, wav: bytes) -> None:
-    """A 429 holds back every request of the client for the backoff delay."""
+    """A 429 holds back every request of the client, not just the retry, for the backoff."""
     c = make_client(emulator, backoff_initial_seconds=0.4, backoff_max_seconds=0.4)
     emulator.add_fault(FaultRule("429"))
-    other: list[float] = []
     try:
         t = threading.Thread(target=lambda: c.transcribe(wav, "audio/wav", 1.6))
         t.start()
-        time.sleep(0.15)  # the first request has had its 429 by now
-        started = time.monotonic()
-        c.transcribe(wav, "audio/wav", 1.6)
-        other.append(time.monotonic() - started)
-        t.join(5)
+        deadline = time.monotonic() + 10
+        while c.limiter.snapshot()["blocked_for_seconds"] <= 0:
+            assert time.monotonic() < deadline, "no penalty after the 429"
+            time.sleep(0.005)
+        c.transcribe(wav, "audio/wav", 1.6)  # a second caller, not the one that got the 429
+        t.join(10)
     finally:
         c.close()
-    assert other[0] >= 0.15
+    first, *later = emulator.calls
+    assert first.status == 429 and len(later) == 2
+    # Backoff is 0.4 s x (0.5..1.0) jitter: nothing went out in the first 0.2 s.
+    assert all(call.time >= first.time + 0.19 for call in later)

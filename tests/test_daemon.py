@@ -9,12 +9,11 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mimo_watchd.emulator import Emulator, EmulatorConfig, FaultRule, tones
+from mimo_watchd.emulator import Emulator, FaultRule, tones
 from tests.daemon_support import API_KEY, DaemonProcess, Layout, run_cli, wait_for
 
 V = tones.WORDS
@@ -33,14 +32,6 @@ def text_for(i: int) -> str:
 def make_audio(path: Path, i: int, fmt: str = "wav") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return tones.write(path, words_for(i), fmt, word_seconds=0.2, gap_seconds=0.1)
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    e = Emulator(EmulatorConfig(latency_scale=0.0, rpm=None, tpm=None))
-    e.start()
-    yield e
-    e.stop()
 
 
 @pytest.fixture

@@ -7,24 +7,14 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
-import pytest
 
-from mimo_watchd.emulator import Emulator, EmulatorConfig, FaultRule, tones
+from mimo_watchd.emulator import Emulator, FaultRule, tones
 from tests.daemon_support import API_KEY, DaemonProcess, Layout, run_cli, wait_for
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    e = Emulator(EmulatorConfig(latency_scale=0.0, rpm=None, tpm=None))
-    e.start()
-    yield e
-    e.stop()
 
 
 class NotifySocket:
