@@ -297,12 +297,12 @@ class Daemon:
             if self.pause.reason is not None:
                 if self.pause.probing or time.monotonic() < self.pause.next_probe_at:
                     return None
-                job = self.ledger.claim()
+                job = self.ledger.claim(one_per_content=self.settings.on_duplicate != "transcribe")
                 if job is not None:
                     self.pause.probing = True
                     log.info("pause.probe", path=job.path)
                 return job
-        return self.ledger.claim()
+        return self.ledger.claim(one_per_content=self.settings.on_duplicate != "transcribe")
 
     def _after(self, outcome: Outcome) -> None:
         with self.pause.lock:

@@ -190,12 +190,19 @@ class Ledger:
 
     # --- the work loop ------------------------------------------------------------------
 
-    def claim(self, now: float | None = None) -> Job | None:
-        """Takes the oldest due QUEUED job and marks it PROCESSING (one attempt more)."""
+    def claim(self, now: float | None = None, *, one_per_content: bool = True) -> Job | None:
+        """Takes the oldest due QUEUED job and marks it PROCESSING (one attempt more).
+
+        With ``one_per_content``, a job whose content (sha256) is already being processed
+        waits, so two copies arriving together are paid for once (the second reuses the
+        first's journaled responses or result).
+        """
         now = time.time() if now is None else now
+        busy = ("AND sha256 NOT IN (SELECT sha256 FROM jobs WHERE state='PROCESSING') "
+                if one_per_content else "")
         with self._tx() as db:
             row = db.execute("SELECT id FROM jobs WHERE state='QUEUED' AND next_attempt_at<=? "
-                             "ORDER BY next_attempt_at, id LIMIT 1", (now,)).fetchone()
+                             + busy + "ORDER BY next_attempt_at, id LIMIT 1", (now,)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE jobs SET state='PROCESSING', attempts=attempts+1, updated_at=? "

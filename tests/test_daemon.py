@@ -227,6 +227,17 @@ def test_same_content_new_name_policies(emu: Emulator, layout: Layout) -> None:
     assert not (layout.processed / "copy3.json").exists()
 
 
+def test_two_copies_arriving_together_are_paid_once(emu: Emulator, layout: Layout) -> None:
+    """Identical files queued at the same time make one API call; both get sidecars."""
+    first = make_audio(layout.inbox / "twin-a.wav", 550)
+    for name in ("twin-b.wav", "twin-c.wav"):
+        shutil.copy(first, layout.inbox / name)
+    layout.write_config(emu.url, api={"max_concurrency": 3})
+    assert DaemonProcess(layout, once=True).wait(60) == 0
+    assert len(emu.calls) == 1
+    assert done_texts(layout) == Counter({text_for(550): 3})
+
+
 def test_name_reused_with_new_content_is_new_work(emu: Emulator, layout: Layout) -> None:
     """A new file under an old name (Asterisk msg0000) is transcribed; nothing overwritten."""
     layout.write_config(emu.url)
