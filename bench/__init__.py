@@ -1,1 +1,2 @@
-"""Benchmarks (run from the repository root with ``python -m bench.NAME``)."""
+"""Benchmarks and the soak: ``python -m bench SCENARIO`` from the repository root (see
+``bench/__main__.py``); figures go to BENCHMARKS.md."""

@@ -46,16 +46,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check the harness only")
 
 
+def _summary(module: ModuleType) -> str:
+    """The first line of a module's docstring, as argparse help (which %-formats it)."""
+    return (module.__doc__ or "").split("\n")[0].replace("%", "%%")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="scenario", required=True)
     for name, module in SCENARIOS.items():
-        sp = sub.add_parser(name, help=(module.__doc__ or "").split("\n")[0])
+        sp = sub.add_parser(name, help=_summary(module))
         module.add_arguments(sp)
         _common(sp)
     sp = sub.add_parser("all", help="every scenario above, with its default sizes")
     _common(sp)
-    sp = sub.add_parser("soak", help=(soak.__doc__ or "").split("\n")[0])
+    sp = sub.add_parser("soak", help=_summary(soak))
     soak.add_arguments(sp)
     _common(sp)
     for name in LEGACY:
@@ -101,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return _legacy(argv[0], argv[1:])
     args = parser().parse_args(argv)
     if args.scenario == "soak":
+        if args.smoke:
+            args.minutes, args.write = 0.3, False
         return soak.run(args)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True

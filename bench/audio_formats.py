@@ -7,8 +7,8 @@ codec changes the waveform) and the log-mel spectral distance of speech frames (
 changes the log-mel energies an ASR front end sees; 0 = identical). The figures justify the
 default ``chunk_format: mp3`` at ``MP3_BITRATE``. Run from the repository root::
 
-    python -m bench.audio_formats            # 30 minutes of audio
-    python -m bench.audio_formats --minutes 5
+    python -m bench audio-formats            # 30 minutes of audio
+    python -m bench audio-formats --minutes 5
 """
 
 from __future__ import annotations

@@ -129,9 +129,6 @@ class EmulatorProc:
         calls: list[dict[str, Any]] = resp.json()
         return calls
 
-    def add_faults(self, rules: list[dict[str, Any]]) -> None:
-        self._http.post(self.root + "/_emulator/faults", json=rules).raise_for_status()
-
     def sample(self) -> ProcSample:
         return proc_sample(self.proc.pid)
 
@@ -156,12 +153,6 @@ class EmulatorProc:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def status_counts(calls: list[dict[str, Any]]) -> dict[int | None, int]:
-    counts: dict[int | None, int] = {}
-    for c in calls:
-        counts[c["status"]] = counts.get(c["status"], 0) + 1
-    return counts
 
 
 # --- the daemon ------------------------------------------------------------------------------
@@ -238,10 +229,6 @@ class DaemonProc:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=child_env(), cwd=dep.root)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Waits until the watches are up and the initial scan is done (status.json exists)."""
         status = self.dep.state / "status.json"
@@ -298,12 +285,12 @@ class DaemonProc:
 class ScriptProc:
     """A baseline script (``bench/naive.py``, ``python -m bench.floor``) as a child process."""
 
-    def __init__(self, args: Sequence[str], *, log: Path, cwd: Path | None = None) -> None:
+    def __init__(self, args: Sequence[str], *, log: Path) -> None:
         self._log = open(log, "wb")  # noqa: SIM115 - lives as long as the process
         self.log_path = log
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, *args], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=child_env(), cwd=cwd or REPO)
+                                     stderr=subprocess.STDOUT, env=child_env(), cwd=REPO)
 
     def sample(self) -> ProcSample:
         return proc_sample(self.proc.pid)
@@ -351,10 +338,6 @@ def words_for_seconds(i: int, seconds: float) -> list[str]:
     """Unique words filling about ``seconds`` of audio at 0.3 s words and 0.2 s gaps."""
     return words_for(i, max(3, round((seconds - 0.1) / 0.5)))
 
-
-def expected_text(words: Sequence[str]) -> str:
-    """The emulator's transcript of these tone words."""
-    return " ".join(words) + "." if words else ""
 
 
 def make_audio(path: Path, i: int, seconds: float, fmt: str = "wav") -> list[str]:

@@ -5,8 +5,8 @@ Generates a speech-like recording (streaming, with PyAV) into a temporary folder
 (VmHWM), its RSS right after the imports, and the time of each pass. Run from the repository
 root::
 
-    python -m bench.long_file_rss                          # 3 h, m4a source, mp3 chunks
-    python -m bench.long_file_rss --hours 1 --source flac --chunk-format wav
+    python -m bench long-file-rss                          # 3 h, m4a source, mp3 chunks
+    python -m bench long-file-rss --hours 1 --source flac --chunk-format wav
 """
 
 from __future__ import annotations

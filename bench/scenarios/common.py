@@ -31,7 +31,6 @@ class Run:
     emulator_cpu: float
     done: int
     failed: int = 0
-    extra: dict[str, Any] | None = None
 
 
 def run_floor(emu: EmulatorProc, bodies: Path, concurrency: int, out: Path,

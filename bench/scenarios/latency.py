@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import time
 from functools import partial
 from pathlib import Path
@@ -50,11 +51,15 @@ def _files(folder: Path, count: int, seconds: float, offset: int) -> list[Path]:
 
 
 def _deliver(files: list[Path], inbox: Path, sidecar_dir: Path, suffix: str,
-             timeout: float = 60.0) -> list[float]:
+             spread: float, timeout: float = 60.0) -> list[float]:
     """Writes each file into ``inbox`` (open, write, close), waits for its sidecar; returns the
-    close-to-sidecar seconds. The next file goes only after the previous one left the inbox."""
+    close-to-sidecar seconds. The next file goes only after the previous one left the inbox,
+    after a random pause of up to ``spread`` seconds (so that arrivals do not fall into step
+    with a polling loop)."""
+    rng = random.Random(1)
     out = []
     for src in files:
+        time.sleep(rng.uniform(0, spread))
         data = src.read_bytes()
         dest = inbox / src.name
         with open(dest, "wb") as f:
@@ -73,15 +78,15 @@ def _gone(path: Path) -> bool:
     return not path.exists()
 
 
-def _daemon(emu: EmulatorProc, root: Path, files: list[Path], watch: dict[str, object]
-            ) -> list[float]:
+def _daemon(emu: EmulatorProc, root: Path, files: list[Path], watch: dict[str, object],
+            spread: float) -> list[float]:
     dep = Deployment(root)
     dep.write_config(emu.url, watch=watch)
     daemon = DaemonProc(dep)
     try:
         daemon.wait_ready()
         time.sleep(0.5)
-        return _deliver(files, dep.inbox, dep.processed, ".json")
+        return _deliver(files, dep.inbox, dep.processed, ".json", spread)
     finally:
         daemon.stop()
 
@@ -96,17 +101,18 @@ def run(args: argparse.Namespace) -> Section:
         with EmulatorProc(latency_scale=1.0) as emu:
             model = emu.model_latency(tones.duration(words_for_seconds(0, secs)))
             floor = run_floor(emu, root / "bodies", 1, root / "floor.json")["rtts"]
-            inotify = _daemon(emu, root / "d-inotify", ino_files, {})
+            spread = args.poll_interval
+            inotify = _daemon(emu, root / "d-inotify", ino_files, {}, spread)
             polling = _daemon(emu, root / "d-polling", poll_files,
-                              {"polling": True, "poll_interval_seconds": args.poll_interval}
-                              ) if poll_files else []
+                              {"polling": True, "poll_interval_seconds": args.poll_interval},
+                              spread) if poll_files else []
             naive: list[float] = []
             if naive_files:
                 dep = Deployment(root / "naive")
                 proc = start_naive(emu, dep, args.poll_interval)
                 try:
                     time.sleep(1.0)
-                    naive = _deliver(naive_files, dep.inbox, dep.processed, ".txt")
+                    naive = _deliver(naive_files, dep.inbox, dep.processed, ".txt", spread)
                 finally:
                     proc.stop()
     series = {"daemon (inotify)": inotify, "daemon (polling)": polling, "naive": naive,
@@ -124,7 +130,9 @@ def run(args: argparse.Namespace) -> Section:
     verdict = (f"target p99 (inotify, minus emulator latency) < {TARGET_MS:g} ms: {fmt(p99)} ms "
                f"- {'met' if ok else 'MISSED'}")
     setup = (f"Files of {secs:g} s (16 kHz mono wav) written into the inbox one at a time "
-             f"(open, write, close), the next once the previous left the inbox; the clock runs "
+             f"(open, write, close), the next once the previous left the inbox and a random "
+             f"0-{args.poll_interval:g} s more (so arrivals fall at random points of a polling "
+             "loop); the clock runs "
              f"from close() to the sidecar's appearance (checked every 1 ms). Emulator latency "
              f"model on: {1000 * model:.0f} ms per file, subtracted below. Daemon defaults "
              f"(settle_seconds 2, max_concurrency 3); polling mode and naive poll every "

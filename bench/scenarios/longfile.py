@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> Section:
     t.add("peak RSS MB, concurrency 4", d4.peak_rss_mb, "-", "-", "")
     t.add("client CPU s, concurrency 1 / 4", f"{fmt(d1.cpu)} / {fmt(d4.cpu)}", "-",
           f"{fmt(f1['cpu'])} / {fmt(f4['cpu'])}", "")
+    t.add("emulator CPU s, concurrency 1 / 4", f"{fmt(d1.emulator_cpu)} / {fmt(d4.emulator_cpu)}",
+          "-", f"{fmt(f1['emulator_cpu'])} / {fmt(f4['emulator_cpu'])}", "")
     t.add("chunks sent (answered)", f"{chunks} ({f1['ok']})", "1 (0)", chunks, "")
     speedup = d1.wall / d4.wall
     peak = max(d1.peak_rss_mb, d4.peak_rss_mb)
@@ -108,7 +110,13 @@ def run(args: argparse.Namespace) -> Section:
              "(mp3, the default). Emulator latency model on, no account limits. Floor: the same "
              "chunks, encoded beforehand, POSTed 1 and 4 at a time. Naive: sends the whole file "
              "in one request.")
+    notes = ("The emulator decodes and recognises every 5-minute chunk (about a CPU second "
+             "each) before its modelled latency starts. The floor's four bodies arrive at once "
+             "and the emulator's four decoding threads fight over 2 cores (its CPU for the same "
+             "39 chunks triples, see the emulator CPU row); the daemon's chunks arrive one "
+             "encode apart, so that work overlaps with the latency of the others: that is how "
+             "the daemon beats the floor at concurrency 4 here.")
     if not ok_done:
         verdicts.append(f"daemon jobs done: {d1.done} (c=1), {d4.done} (c=4) - expected 1 each")
-    return Section(NAME, "Long file (3-hour recording)", setup, [t], verdicts,
+    return Section(NAME, "Long file (3-hour recording)", setup, [t], verdicts, notes=notes,
                    ok=ok_rss and ok_speed and ok_done)
