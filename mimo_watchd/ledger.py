@@ -257,11 +257,16 @@ class Ledger:
         return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
 
     def recover(self) -> int:
-        """At start: jobs a crash left PROCESSING go back to QUEUED, due now. Returns how many."""
+        """At start: jobs a crash left PROCESSING go back to QUEUED, due now. Returns how many.
+
+        They queue behind the jobs that were waiting (due now, not at 0): a file that cannot
+        finish between two crashes, or that crashes the daemon, must not starve the others.
+        """
+        now = time.time()
         with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=0, "
+            cur = db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, "
                              "attempts=MAX(0, attempts-1), updated_at=? "
-                             "WHERE state='PROCESSING'", (time.time(),))
+                             "WHERE state='PROCESSING'", (now, now))
             return cur.rowcount
 
     def reset_retry_times(self) -> None:

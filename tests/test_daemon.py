@@ -439,6 +439,7 @@ def test_no_secret_in_any_output(emu: Emulator, layout: Layout) -> None:
     assert not any(API_KEY in b for b in blobs)
 
 
+@pytest.mark.timeout(1200)
 def test_burst_of_20000_files_overflowing_inotify(emu: Emulator, layout: Layout) -> None:
     """20,000 files written at once (more than the inotify queue holds) are all processed once."""
     count = 20_000
