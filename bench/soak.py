@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -230,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
             code = soak.drain(timeout=900)
             drained = time.monotonic() - started
             calls = emu.calls()
+            (root / "calls.json").write_text(json.dumps(calls), encoding="utf-8")
         summary = (f"{len(soak.inputs)} inputs ({_tally(soak.inputs)}), {len(soak.kills)} kill -9, "
                    f"{soak.hups} SIGHUP, {len(calls)} API calls; final drain (run --once) exit "
                    f"{code} in {drained:.0f} s")
