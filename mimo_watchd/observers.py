@@ -116,13 +116,7 @@ def inotify_observer(
 ) -> BaseObserver:
     """A started inotify observer of ``root``; raises OSError (ENOSPC/EMFILE at the limits)."""
     obs = _InotifyObserver(ReportingInotifyFD(on_overflow, on_limit, takes_dir))
-    obs.schedule(handler, root, recursive=recursive, event_filter=_INOTIFY_EVENTS)
-    try:
-        obs.start()
-    except BaseException:
-        halt(obs)
-        raise
-    return obs
+    return _started(obs, handler, root, recursive, _INOTIFY_EVENTS)
 
 
 def polling_observer(
@@ -130,7 +124,13 @@ def polling_observer(
 ) -> BaseObserver:
     """A started polling observer of ``root`` (lstat: it never enters symlinked folders)."""
     obs = PollingObserverVFS(os.lstat, os.scandir, polling_interval=interval)
-    obs.schedule(handler, root, recursive=recursive, event_filter=_POLLING_EVENTS)
+    return _started(obs, handler, root, recursive, _POLLING_EVENTS)
+
+
+def _started(obs: BaseObserver, handler: FileSystemEventHandler, root: str, recursive: bool,
+             events: list[type[FileSystemEvent]]) -> BaseObserver:
+    """Schedules ``handler`` on ``root`` and starts ``obs``; a failed start leaves no thread."""
+    obs.schedule(handler, root, recursive=recursive, event_filter=events)
     try:
         obs.start()
     except BaseException:

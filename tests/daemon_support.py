@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bench.harness import Deployment
 
 API_KEY = "sk-daemon-test-key-0123456789"
 REPO = Path(__file__).resolve().parent.parent
@@ -32,28 +33,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         time.sleep(interval)
 
 
-@dataclass
-class Layout:
-    """The folders of one test deployment."""
+class Layout(Deployment):
+    """The folders of one test deployment (the benchmarks' layout), with test-speed config."""
 
-    root: Path
-    inbox: Path = field(init=False)
-    processed: Path = field(init=False)
-    failed: Path = field(init=False)
-    state: Path = field(init=False)
-    config: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.inbox = self.root / "inbox"
-        self.processed = self.root / "processed"
-        self.failed = self.root / "failed"
-        self.state = self.root / "state"
-        self.config = self.root / "config.yaml"
-        for p in (self.inbox, self.processed, self.failed):
-            p.mkdir(parents=True, exist_ok=True)
-
-    def write_config(self, base_url: str, *, watch: dict[str, Any] | None = None,
-                     extra_watches: list[dict[str, Any]] | None = None, **top: Any) -> Path:
+    def write_config(  # type: ignore[override]  # test knobs, not the benchmarks'
+        self, base_url: str, *, watch: dict[str, Any] | None = None,
+        extra_watches: list[dict[str, Any]] | None = None, **top: Any,
+    ) -> Path:
         api = {"base_url": base_url, "requests_per_minute": 100_000,
                "tokens_per_minute": 100_000_000, "max_concurrency": 3, "max_retries": 2,
                "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2,
