@@ -32,6 +32,13 @@ from mimo_watchd.emulator import tones
 
 FAULTS = {"429": 0.05, "500": 0.04, "503": 0.04, "slow": 0.03, "drop-headers": 0.02,
           "drop-body": 0.02}  # 20 %; "slow" answers after the client's read timeout
+# The client's read timeout is TIMEOUT_BASE + TIMEOUT_PER_SECOND x chunk seconds, at most
+# MAX_CHUNK seconds per chunk. A "slow" answer must come well after the longest such timeout:
+# an answer that lands just as the client gives up is paid for and never read, whatever the
+# client does, and a fault meant as "a timeout" that is sometimes an answer on time proves
+# nothing. (The first 30-minute soak used 6 s, which crossed the timeout of ~90 s chunks.)
+TIMEOUT_BASE, TIMEOUT_PER_SECOND, MAX_CHUNK = 3.0, 0.05, 300.0
+SLOW_SECONDS = TIMEOUT_BASE + TIMEOUT_PER_SECOND * MAX_CHUNK + 5.0
 FORMATS = ["wav", "wav", "mp3", "mp3", "m4a", "ogg", "opus", "flac", "webm", "amr", "aiff"]
 PROTOCOLS = ["cp", "rename", "rsync", "temp-rename", "slow-write"]
 SHUTDOWN_TIMEOUT = 60.0
@@ -73,7 +80,9 @@ class Soak:
         self.dep.write_config(
             self.emu.url, concurrency=concurrency,
             api={"max_retries": 2, "backoff_initial_seconds": 0.2, "backoff_max_seconds": 1.0,
-                 "timeout_base_seconds": 3.0, "timeout_per_audio_second": 0.05},
+                 "timeout_base_seconds": TIMEOUT_BASE,
+                 "timeout_per_audio_second": TIMEOUT_PER_SECOND},
+            audio={"max_chunk_seconds": MAX_CHUNK},
             watch={"settle_seconds": 0.5}, retry_delay_seconds=1.0, max_attempts=8,
             incomplete_timeout_seconds=5.0, pause_probe_seconds=1.0,
             shutdown_timeout_seconds=SHUTDOWN_TIMEOUT, rescan_interval_seconds=20.0)
@@ -195,7 +204,8 @@ def _write(args: argparse.Namespace, seed: int, summary: str, lines: list[str], 
         f"{machine()}", "",
         "Files of random formats and lengths arriving by random protocols; the emulator "
         f"injecting {sum(FAULTS.values()):.0%} faults ({', '.join(FAULTS)}; slow = an answer "
-        "after the client's read timeout) with its latency model at 0.5; the daemon killed "
+        f"{SLOW_SECONDS:g} s late, after any chunk's read timeout) with its latency model at "
+        "0.5; the daemon killed "
         f"with SIGKILL every {KILL_EVERY[0]:g}-{KILL_EVERY[1]:g} s and restarted, sent SIGHUP "
         f"(with a changed max_concurrency) every {HUP_EVERY[0]:g}-{HUP_EVERY[1]:g} s; then "
         "`run --once` drains what is left and the invariants are checked.",
@@ -216,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"soak: {args.minutes:g} minutes, seed {seed}", flush=True)
     keep = args.keep
     with scratch(args.scratch, "soak", keep=True) as root:
-        with EmulatorProc(latency_scale=0.5, fault_rates=FAULTS, seed=seed, slow_seconds=6.0,
+        with EmulatorProc(latency_scale=0.5, fault_rates=FAULTS, seed=seed,
+                          slow_seconds=SLOW_SECONDS,
                           log=root / "emulator.log") as emu:
             soak = Soak(root, emu, rng)
             until = time.monotonic() + args.minutes * 60
