@@ -85,6 +85,9 @@ class Soak:
             audio={"max_chunk_seconds": MAX_CHUNK},
             watch={"settle_seconds": 0.5}, retry_delay_seconds=1.0, max_attempts=8,
             incomplete_timeout_seconds=5.0, pause_probe_seconds=1.0,
+            # The soak kills the daemon from outside every few seconds, far more often than
+            # any deployment; the cap is for files that kill it themselves (test_daemon).
+            max_interruptions=20,
             shutdown_timeout_seconds=SHUTDOWN_TIMEOUT, rescan_interval_seconds=20.0)
 
     # --- arrivals ----------------------------------------------------------------------------

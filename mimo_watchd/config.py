@@ -128,6 +128,11 @@ SCHEMA: dict[str, Opt] = {
                         choices=("reuse", "transcribe", "skip")),
     "max_attempts": Opt("int", 5, "attempts of a file with transient failures before it fails",
                         minimum=1, maximum=100),
+    "max_interruptions": Opt("int", 3,
+                             "times the daemon may die (crash, out-of-memory kill, kill -9) "
+                             "while processing one file, with no progress in between, before "
+                             "that file goes to failed_dir instead of being tried again",
+                             minimum=1, maximum=1000),
     "retry_delay_seconds": Opt("float", 60.0,
                                "first delay before a failed attempt is tried again "
                                "(doubles each attempt)", minimum=0.0),
@@ -231,6 +236,7 @@ class Settings:
     state_dir: Path
     on_duplicate: str
     max_attempts: int
+    max_interruptions: int
     retry_delay_seconds: float
     incomplete_timeout_seconds: float
     rescan_interval_seconds: float
@@ -461,6 +467,7 @@ def parse(raw: Any, *, base: Path, source: str | None = None,
         state_dir=s["state_dir"],
         on_duplicate=s["on_duplicate"],
         max_attempts=s["max_attempts"],
+        max_interruptions=s["max_interruptions"],
         retry_delay_seconds=s["retry_delay_seconds"],
         incomplete_timeout_seconds=s["incomplete_timeout_seconds"],
         rescan_interval_seconds=s["rescan_interval_seconds"],

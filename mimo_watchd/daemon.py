@@ -125,7 +125,7 @@ class Daemon:
     def run(self) -> int:
         """Runs until stopped; returns the process exit code."""
         self.prepare_folders()
-        recovered = self.ledger.recover()
+        recovered = self.ledger.recover(unclean=True)
         remove_stale_temps(self.settings.state_dir, older_than=self.started)  # status.json's
         if self.once:
             self.ledger.reset_retry_times()
@@ -205,7 +205,7 @@ class Daemon:
         self.hooks.close(max(1.0, deadline - time.monotonic()))
         if self.metrics_server is not None:
             self.metrics_server.stop()
-        requeued = self.ledger.recover()
+        requeued = self.ledger.recover(unclean=False)
         log.info("daemon.stopped", requeued_jobs=requeued, abandoned_threads=stuck)
         self.write_status(stopped=True)
         self.pinger.stop()

@@ -15,7 +15,8 @@ sqlite3, OSError from moves) are translated at exactly one boundary each and cha
     │   │   └── RateLimitedError    429 specifically (slows the whole client down)
     │   └── OperatorError           401, 402, 403, 404: needs a human; pause all API work
     └── JobError                    a file could not be processed for a reason of its own
-                                    (unsafe path, move failed, vanished)
+        │                           (unsafe path, move failed, vanished)
+        └── CrashLoopError          the daemon died while processing it, again and again
 
 ``retryable`` says whether trying the same request again later can succeed; ``pauses`` says
 whether the whole daemon must stop calling the API until an operator fixes something.
@@ -65,6 +66,12 @@ class IncompleteAudioError(AudioError):
 
 class JobError(MimoWatchdError):
     """A file could not be processed for a reason of its own (unsafe path, vanished, move)."""
+
+
+class CrashLoopError(JobError):
+    """The daemon died (crash, out-of-memory kill, kill -9) while processing this file, again
+    and again without progress: most likely the file itself kills it, so it is not tried
+    again automatically."""
 
 
 class ApiError(MimoWatchdError):

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from mimo_watchd import crashpoints, placement
-from mimo_watchd.errors import IncompleteAudioError, JobError, MimoWatchdError, OperatorError
+from mimo_watchd.errors import (
+    CrashLoopError,
+    IncompleteAudioError,
+    JobError,
+    MimoWatchdError,
+    OperatorError,
+)
 from mimo_watchd.ledger import Job, State
 from mimo_watchd.outputs import error_document, transcript_document
 from mimo_watchd.pipeline import FileTranscriber
@@ -82,14 +88,23 @@ class JobRunner:
                               started)
 
     def _run(self, job: Job, started: float) -> Outcome:
-        crashpoints.reached("claimed")
         watch = self.d.watch_for(job.watch)
         if job.plan is not None and job.result is not None:
+            crashpoints.reached("claimed", job.path)
             plan = placement.Plan.from_dict(job.plan)
             log.info("job.resume", path=job.path, plan=plan.kind)
             # A crash mid-write may have left temp files beside the planned outputs.
             placement.remove_stale_temps(plan, older_than=self.d.started)
             return self._finish(job, plan, job.result, started, resumed=True)
+        limit = self.d.settings.max_interruptions
+        if job.interruptions >= limit:
+            log.error("job.crash_loop", path=job.path, interruptions=job.interruptions)
+            return self._fail(job, CrashLoopError(
+                f"the daemon stopped unexpectedly {job.interruptions} times while processing "
+                "this file, with no progress in between (a crash, an out-of-memory kill or a "
+                "kill -9; see the system journal); it is not tried again automatically "
+                f"(max_interruptions: {limit}); `mimo-watchd retry` queues it again"), started)
+        crashpoints.reached("claimed", job.path)
         source = Path(job.path)
         if not source.exists():
             self.d.ledger.finish(job.id, State.FAILED, final_path=None, outcome="vanished",

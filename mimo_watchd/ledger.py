@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: jobs.interruptions
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     sha256 TEXT NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    interruptions INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     last_error TEXT,
     error_json TEXT,
@@ -79,6 +80,7 @@ class Job:
     sha256: str
     state: State
     attempts: int
+    interruptions: int  # unclean stops of the daemon while this job ran, since its last progress
     next_attempt_at: float
     last_error: str | None
     arrived_at: str | None
@@ -93,7 +95,8 @@ class Job:
         return cls(
             id=row["id"], watch=row["watch"], path=row["path"], size=row["size"],
             mtime_ns=row["mtime_ns"], sha256=row["sha256"], state=State(row["state"]),
-            attempts=row["attempts"], next_attempt_at=row["next_attempt_at"],
+            attempts=row["attempts"], interruptions=row["interruptions"],
+            next_attempt_at=row["next_attempt_at"],
             last_error=row["last_error"], arrived_at=row["arrived_at"],
             plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
             result=json.loads(row["result_json"]) if row["result_json"] else None,
@@ -116,8 +119,17 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                         (str(SCHEMA_VERSION),))
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Brings a ledger written by an older version up to ``SCHEMA_VERSION``."""
+        with self._tx() as db:
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "interruptions" not in columns:  # version 1
+                db.execute("ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL "
+                           "DEFAULT 0")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                       (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         with self._lock:
@@ -256,17 +268,23 @@ class Ledger:
     def get(self, job_id: int) -> Job | None:
         return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
 
-    def recover(self) -> int:
-        """At start: jobs a crash left PROCESSING go back to QUEUED, due now. Returns how many.
+    def recover(self, *, unclean: bool) -> int:
+        """Jobs left PROCESSING go back to QUEUED, due now. Returns how many.
 
-        They queue behind the jobs that were waiting (due now, not at 0): a file that cannot
-        finish between two crashes, or that crashes the daemon, must not starve the others.
+        At start (``unclean``: the previous daemon died mid-job, by a crash, an out-of-memory
+        kill or kill -9) each such job counts one interruption more; the count is cleared when
+        the job journals a response. A file that kills the daemon every time is failed once the
+        count reaches ``max_interruptions`` instead of crashing it forever. At a clean stop
+        (drain timeout) nothing is counted. The jobs queue behind the jobs that were waiting
+        (due now, not at 0), so a file that cannot finish between two crashes does not starve
+        the others.
         """
         now = time.time()
         with self._tx() as db:
             cur = db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, "
-                             "attempts=MAX(0, attempts-1), updated_at=? "
-                             "WHERE state='PROCESSING'", (now, now))
+                             "attempts=MAX(0, attempts-1), interruptions=interruptions+?, "
+                             "updated_at=? WHERE state='PROCESSING'",
+                             (now, 1 if unclean else 0, now))
             return cur.rowcount
 
     def reset_retry_times(self) -> None:
@@ -283,6 +301,9 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?)",
                        (sha256, variant, span, job_id, json.dumps(raw, ensure_ascii=False),
                         time.time()))
+            # Progress: earlier interruptions were not this file's fault.
+            db.execute("UPDATE jobs SET interruptions=0 WHERE id=? AND interruptions>0",
+                       (job_id,))
 
     def lookup_response(self, *, sha256: str, variant: str, span: str,
                         job_id: int | None = None) -> dict[str, Any] | None:

@@ -200,6 +200,47 @@ def test_crash_matrix(emu: Emulator, layout: Layout, point: str) -> None:
         assert len(emu.calls) == calls_before + 2
 
 
+def test_file_that_kills_the_daemon_is_failed_after_max_interruptions(
+        emu: Emulator, layout: Layout) -> None:
+    """A file that kills the daemon (SIGKILL) every time it is taken goes to failed_dir after
+    ``max_interruptions`` unclean stops, with a reason; the other files are transcribed; the
+    daemon is not crashed forever."""
+    make_audio(layout.inbox / "poison.wav", 450)
+    for i in range(2):
+        make_audio(layout.inbox / f"good{i}.wav", 451 + i)
+    layout.write_config(emu.url, api={"max_concurrency": 1}, max_interruptions=2)
+    codes = []
+    for _ in range(5):
+        d = DaemonProcess(layout, once=True, env={"MIMO_WATCHD_CRASH_AT": "claimed@poison"})
+        codes.append(d.wait(60))
+        if codes[-1] != -signal.SIGKILL:
+            break
+    # Killed when taking the file, twice; the third run fails it instead of taking it.
+    assert codes == [-signal.SIGKILL, -signal.SIGKILL, 0], (codes, d.text())
+    assert [p.name for p in layout.failed.rglob("*.wav")] == ["poison.wav"]
+    (err,) = layout.failed_errors()
+    assert err["error"] == "CrashLoopError"
+    assert "stopped unexpectedly 2 times" in err["reason"] and "retry" in err["reason"]
+    assert done_texts(layout) == Counter(text_for(451 + i) for i in range(2))
+    assert not any(p.is_file() for p in layout.inbox.rglob("*"))
+    assert all(c.words != words_for(450) for c in emu.calls)  # never sent: it never got there
+    assert '"event": "job.crash_loop"' in d.text()
+
+
+def test_interruptions_clear_when_the_job_makes_progress(emu: Emulator, layout: Layout) -> None:
+    """Interruptions count only since the job's last journaled answer: killed once before its
+    request and once after its answer, with max_interruptions 2, a file still finishes."""
+    make_audio(layout.inbox / "j.wav", 460)
+    layout.write_config(emu.url, max_interruptions=2)
+    for point in ("claimed", "journaled"):
+        d = DaemonProcess(layout, once=True, env={"MIMO_WATCHD_CRASH_AT": point})
+        assert d.wait(60) == -signal.SIGKILL, d.text()
+    d = DaemonProcess(layout, once=True)
+    assert d.wait(60) == 0, d.text()
+    assert done_texts(layout) == Counter([text_for(460)])
+    assert len(emu.calls) == 1 and not layout.failed_errors()
+
+
 def test_same_content_new_name_policies(emu: Emulator, layout: Layout) -> None:
     """Same bytes again: reuse (no call), transcribe (a call), skip (moved, no sidecars)."""
     make_audio(layout.inbox / "orig.wav", 500)
