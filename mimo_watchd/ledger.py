@@ -208,15 +208,25 @@ class Ledger:
         With ``one_per_content``, a job whose content (sha256) is already being processed
         waits, so two copies arriving together are paid for once (the second reuses the
         first's journaled responses or result).
+
+        A job that was running when the daemon died (``interruptions`` > 0) runs alone: it
+        waits until nothing else is processing, and nothing else is taken while it runs. A
+        later crash is then its own, and the files that merely shared the daemon with a file
+        that crashes it are never counted again with it.
         """
         now = time.time() if now is None else now
         busy = ("AND sha256 NOT IN (SELECT sha256 FROM jobs WHERE state='PROCESSING') "
                 if one_per_content else "")
         with self._tx() as db:
-            row = db.execute("SELECT id FROM jobs WHERE state='QUEUED' AND next_attempt_at<=? "
-                             + busy + "ORDER BY next_attempt_at, id LIMIT 1", (now,)).fetchone()
-            if row is None:
-                return None
+            running = db.execute("SELECT COUNT(*) AS n, MAX(interruptions) AS worst FROM jobs "
+                                 "WHERE state='PROCESSING'").fetchone()
+            if running["n"] and running["worst"] > 0:
+                return None  # a suspect runs alone
+            row = db.execute("SELECT id, interruptions FROM jobs WHERE state='QUEUED' AND "
+                             "next_attempt_at<=? " + busy + "ORDER BY next_attempt_at, id "
+                             "LIMIT 1", (now,)).fetchone()
+            if row is None or (row["interruptions"] > 0 and running["n"]):
+                return None  # (a suspect is next: let the others finish first)
             db.execute("UPDATE jobs SET state='PROCESSING', attempts=attempts+1, updated_at=? "
                        "WHERE id=?", (now, row["id"]))
         return self.get(row["id"])

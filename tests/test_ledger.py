@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from mimo_watchd.ledger import _SCHEMA, SCHEMA_VERSION, Ledger, State
@@ -39,3 +40,33 @@ def test_version_1_ledger_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None
     db.close()
     assert version == str(SCHEMA_VERSION) == "2"
     Ledger(tmp_path).close()  # opening an upgraded ledger again changes nothing
+
+
+def test_a_job_running_when_the_daemon_died_runs_alone(tmp_path: Path) -> None:
+    """After an unclean stop, each job that was running is taken only when nothing else is
+    processing, and nothing else is taken while it runs; only its own crashes count then."""
+    ledger = Ledger(tmp_path)
+    try:
+        for i, name in enumerate(["a", "b", "c"]):
+            ledger.enqueue(watch="w", path=f"/in/{name}.wav", size=1, mtime_ns=i,
+                           sha256=name, arrived_at="t")
+        a, b = ledger.claim(), ledger.claim()
+        assert a is not None and b is not None and (a.path, b.path) == ("/in/a.wav", "/in/b.wav")
+        assert ledger.recover(unclean=True) == 2  # the daemon died while a and b ran
+        later = time.time() + 1
+        c = ledger.claim(later)  # recovered jobs queue behind those that were waiting
+        assert c is not None and (c.path, c.interruptions) == ("/in/c.wav", 0)
+        assert ledger.claim(later) is None  # a is next, a suspect: it waits for c to finish
+        ledger.finish(c.id, State.DONE, final_path="/out/c.wav", outcome="done")
+        a = ledger.claim(later)
+        assert a is not None and (a.path, a.interruptions) == ("/in/a.wav", 1)
+        assert ledger.claim(later) is None  # a runs alone: b waits although it is due
+        ledger.finish(a.id, State.DONE, final_path="/out/a.wav", outcome="done")
+        b = ledger.claim(later)
+        assert b is not None and (b.path, b.interruptions) == ("/in/b.wav", 1)
+        assert ledger.claim(later) is None
+        assert ledger.recover(unclean=True) == 1  # only b was running: only b is counted
+        counts = {j.path: j.interruptions for j in ledger.jobs()}
+        assert counts == {"/in/a.wav": 1, "/in/b.wav": 2, "/in/c.wav": 0}
+    finally:
+        ledger.close()
