@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -327,16 +328,25 @@ def scratch(base: Path | None, name: str, *, keep: bool = False) -> Iterator[Pat
 
 
 def words_for(i: int, n: int = 5) -> list[str]:
-    """``n`` tone words unique to ``i`` (the first three spell ``i`` in base 40)."""
+    """``n`` tone words unique to ``i``: the first three spell ``i`` in base 40, the rest are
+    drawn by a generator seeded with ``i`` (never one word twice in a row).
+
+    The rest must not be a shared cycle: two long inputs whose tails were the same sequence
+    (shifted) could end in byte-identical chunks, one content the soak then counts as paid twice.
+    """
     base = len(V)
-    head = [V[i % base], V[(i // base) % base], V[(i // base ** 2) % base]]
-    return (head + [V[(i * 7 + k) % base] for k in range(max(0, n - 3))])[:n]
+    words = [V[i % base], V[(i // base) % base], V[(i // base ** 2) % base]]
+    rng = random.Random(i)
+    while len(words) < n:
+        word = V[rng.randrange(base)]
+        if word != words[-1]:
+            words.append(word)
+    return words[:n]
 
 
 def words_for_seconds(i: int, seconds: float) -> list[str]:
     """Unique words filling about ``seconds`` of audio at 0.3 s words and 0.2 s gaps."""
     return words_for(i, max(3, round((seconds - 0.1) / 0.5)))
-
 
 
 def make_audio(path: Path, i: int, seconds: float, fmt: str = "wav") -> list[str]:

@@ -144,7 +144,7 @@ def check_all(dep: Deployment, inputs: list[Input], calls: list[dict[str, Any]],
                            f"{len(leftovers)} found", out))
 
     # 4. at most one successful call per chunk of content
-    results.append(_check_payments(calls, kills, latency_scale, out))
+    results.append(_check_payments(calls, kills, latency_scale, _answers_journaled(dep), out))
 
     # 5. ledger and folders agree
     results.append(_check_ledger(dep, inputs, where, audio, out))
@@ -166,8 +166,20 @@ def _error_reason(path: Path) -> str:
         return "(no error file)"
 
 
-def _check_payments(calls: list[dict[str, Any]], kills: list[float],
-                    latency_scale: float, out: list[str]) -> bool:
+def _answers_journaled(dep: Deployment) -> dict[str, str]:
+    """request_id -> "FILE SPAN" for every journaled answer (to say whose chunk was paid)."""
+    db = sqlite3.connect(f"file:{dep.state / 'ledger.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT j.path, r.span, r.raw FROM responses r "
+                          "JOIN jobs j ON j.id = r.job_id").fetchall()
+    finally:
+        db.close()
+    return {str(json.loads(raw).get("id")): f"{Path(path).name} {span}"
+            for path, span, raw in rows}
+
+
+def _check_payments(calls: list[dict[str, Any]], kills: list[float], latency_scale: float,
+                    journaled: dict[str, str], out: list[str]) -> bool:
     ok_calls = [c for c in calls if c.get("ok") and c.get("audio_sha256")]
     by_sha: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in ok_calls:
@@ -182,8 +194,9 @@ def _check_payments(calls: list[dict[str, Any]], kills: list[float],
                 excused += 1  # killed between the answer and its journal entry
             else:
                 start = group[0]["time"]
-                seen = ", ".join(f"{c.get('fault') or 'no fault'} at +{c['time'] - start:.1f} s"
-                                 for c in group)
+                seen = ", ".join(
+                    f"{c.get('fault') or 'no fault'} at +{c['time'] - start:.1f} s, journaled "
+                    f"as {journaled.get(str(c.get('request_id')), 'nothing')}" for c in group)
                 problems.append(f"chunk {sha[:12]} answered ok {len(group)} times ({seen}), "
                                 "no kill -9 while its first answer was in flight")
     faults = Counter(c.get("fault") for c in calls if c.get("fault"))
