@@ -200,18 +200,24 @@ class Deployment:
         self.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
         return self.config
 
-    def ledger_counts(self) -> dict[str, int]:
-        """Jobs per state, read from the daemon's SQLite ledger (read-only, WAL)."""
-        db_path = self.state / "ledger.sqlite3"
-        if not db_path.exists():
-            return {}
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+    def query_ledger(self, sql: str) -> list[Any]:
+        """Rows of ``sql`` on the daemon's SQLite ledger, opened read-only (WAL: the daemon
+        may be writing meanwhile)."""
+        db = sqlite3.connect(f"file:{self.state / 'ledger.sqlite3'}?mode=ro", uri=True,
+                             timeout=30.0)
         try:
-            rows = db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-        except sqlite3.OperationalError:
-            return {}  # the schema is being created
+            return db.execute(sql).fetchall()
         finally:
             db.close()
+
+    def ledger_counts(self) -> dict[str, int]:
+        """Jobs per state, read from the daemon's ledger."""
+        if not (self.state / "ledger.sqlite3").exists():
+            return {}
+        try:
+            rows = self.query_ledger("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        except sqlite3.OperationalError:
+            return {}  # the schema is being created
         return {str(state): int(n) for state, n in rows}
 
     def finished(self) -> int:

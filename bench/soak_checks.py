@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,12 +167,8 @@ def _error_reason(path: Path) -> str:
 
 def _answers_journaled(dep: Deployment) -> dict[str, str]:
     """request_id -> "FILE SPAN" for every journaled answer (to say whose chunk was paid)."""
-    db = sqlite3.connect(f"file:{dep.state / 'ledger.sqlite3'}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT j.path, r.span, r.raw FROM responses r "
-                          "JOIN jobs j ON j.id = r.job_id").fetchall()
-    finally:
-        db.close()
+    rows = dep.query_ledger("SELECT j.path, r.span, r.raw FROM responses r "
+                            "JOIN jobs j ON j.id = r.job_id")
     return {str(json.loads(raw).get("id")): f"{Path(path).name} {span}"
             for path, span, raw in rows}
 
@@ -210,11 +205,7 @@ def _check_payments(calls: list[dict[str, Any]], kills: list[float], latency_sca
 
 def _check_ledger(dep: Deployment, inputs: list[Input], where: dict[str, Path],
                   audio: list[Path], out: list[str]) -> bool:
-    db = sqlite3.connect(f"file:{dep.state / 'ledger.sqlite3'}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT path, state, final_path, outcome FROM jobs").fetchall()
-    finally:
-        db.close()
+    rows = dep.query_ledger("SELECT path, state, final_path, outcome FROM jobs")
     problems = []
     states = Counter(state for _p, state, _f, _o in rows)
     active = [p for p, state, _f, _o in rows if state in ("QUEUED", "PROCESSING")]
