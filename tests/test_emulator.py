@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mimo_watchd.emulator import FAULT_KINDS, Emulator, FaultRule, tones
+from mimo_watchd.emulator import FAULT_KINDS, Emulator, FaultRule, faults, tones
 from mimo_watchd.emulator.faults import ERROR_BODIES, TEXT_PART_PARAM
 from mimo_watchd.emulator.limits import AccountLimits
 
@@ -92,6 +92,11 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
+
+
+def tokens(total: int, prompt: int | None = None) -> dict[str, int]:
+    """A usage with ``total`` tokens, ``prompt`` of them prompt tokens (all by default)."""
+    return {"total_tokens": total, "prompt_tokens": total if prompt is None else prompt}
 
 
 def silence(seconds: float) -> np.ndarray:
@@ -528,10 +533,10 @@ def test_limit_windows_slide() -> None:
     """Requests and tokens leave the budget 60 s after they were admitted, not at a minute edge."""
     now = [0.0]
     limits = AccountLimits(rpm=2, tpm=100, clock=lambda: now[0])
-    assert limits.enter() and limits.spend_tokens(60)
+    assert limits.enter() and limits.charge(tokens(60))
     now[0] = 30.0
     assert limits.enter() and not limits.enter()
-    assert not limits.spend_tokens(41) and limits.spend_tokens(40)
+    assert not limits.charge(tokens(41)) and limits.charge(tokens(40))
     now[0] = 60.0  # the first request and its 60 tokens expire; the second stays
     assert limits.enter() and not limits.enter()
     assert limits.tokens_in_window == 40
@@ -777,10 +782,16 @@ def test_length_fault_truncates(
 def test_output_cap_gives_length_naturally(
     make_emulator: MakeEmulator, http: httpx.Client, wav: bytes
 ) -> None:
-    """More words than ``max_output_tokens`` allows end with finish_reason "length"."""
-    emu = make_emulator(max_output_tokens=2)
-    choice = post(http, emu, body_for(wav)).json()["choices"][0]
+    """An answer longer than ``max_output_tokens`` is cut there with finish_reason "length".
+
+    Completion tokens follow the audio (5 per second): the 1.5 s wav needs 8, so a cap of 6
+    keeps 6/8 of its three words.
+    """
+    emu = make_emulator(max_output_tokens=6)
+    data = post(http, emu, body_for(wav)).json()
+    choice = data["choices"][0]
     assert (choice["message"]["content"], choice["finish_reason"]) == ("alpha bravo", "length")
+    assert data["usage"]["completion_tokens"] == 6
 
 
 def test_content_filter_is_inside_a_200(emulator: Emulator, http: httpx.Client, wav: bytes) -> None:
@@ -828,11 +839,22 @@ def test_when_word_and_times_select_requests(emulator: Emulator, http: httpx.Cli
 
 
 def test_every_fault_kind_is_known() -> None:
-    """The documented kinds are exactly the injectable ones; unknown kinds are refused."""
+    """The injectable kinds are exactly those of the faults table; unknown kinds are refused."""
     assert set(FAULT_KINDS) == {
-        *STATUS_CASES, "404-html", "500-empty", "slow", "hang", "drop-headers", "drop-body",
-        "drop-stream", "no-done", "length", "content_filter", "tags", "empty",
+        *STATUS_CASES, "404-html", "500-empty", "200-401", "200-402", "200-429", "200-500",
+        "slow", "hang", "drop-headers", "drop-body", "drop-stream", "no-done", "length",
+        "content_filter", "tags", "empty", "looping", "repetition_truncation", "no-usage",
+        "no-seconds", "float-seconds",
     }  # fmt: skip
+    table = (faults.__doc__ or "").split("=====\n", 2)[1]
+    rows = {line.split()[0] for line in table.splitlines() if line[:1].strip()}
+    documented = {kind for row in rows for kind in FAULT_KINDS if kind == row}
+    ranges = {"400 .. 503": set(STATUS_CASES), "200-401 .. 200-500": {"200-401", "200-402",
+                                                                       "200-429", "200-500"}}
+    for prefix, kinds in ranges.items():
+        assert prefix in table
+        documented |= kinds
+    assert documented == set(FAULT_KINDS)
     with pytest.raises(ValueError, match="unknown fault kind"):
         FaultRule("teapot")
 
