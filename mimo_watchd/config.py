@@ -88,11 +88,19 @@ SCHEMA: dict[str, Opt] = {
         "model": Opt("str", "mimo-v2.5-asr", "model name"),
         "language": Opt("str", "auto", "transcription language", choices=("auto", "zh", "en")),
         "stream": Opt("bool", False, "use server-sent events for responses"),
-        "requests_per_minute": Opt("int", 90, "client-side request budget (account limit: 100)",
+        "requests_per_minute": Opt("int", 100, "client-side request budget (account limit: "
+                                   "100); lower it when other clients share the account",
                                    minimum=1),
-        "tokens_per_minute": Opt("int", 9000, "client-side token budget (account limit: 10000)",
+        "tokens_per_minute": Opt("int", 10000, "client-side token budget (account limit: "
+                                 "10000); lower it when other clients share the account",
                                  minimum=100),
-        "max_concurrency": Opt("int", 3, "requests in flight at once", minimum=1, maximum=64),
+        "tpm_counts": Opt("str", "total",
+                          "what the account's tokens-per-minute limit counts: prompt plus "
+                          "completion tokens, or prompt tokens only (undocumented by Xiaomi)",
+                          choices=("total", "prompt")),
+        "max_concurrency": Opt("int", 8, "requests in flight at once, at most (fewer while the "
+                               "account refuses more); also files worked on at once",
+                               minimum=1, maximum=64),
         "max_retries": Opt("int", 4, "retries of a transient failure within one attempt",
                            minimum=0, maximum=20),
         "backoff_initial_seconds": Opt("float", 1.0, "first retry delay", minimum=0.0),
@@ -199,6 +207,7 @@ class ApiSettings:
     stream: bool
     requests_per_minute: int
     tokens_per_minute: int
+    tpm_counts: str
     max_concurrency: int
     max_retries: int
     backoff_initial_seconds: float
