@@ -1,9 +1,19 @@
-"""The client-side budget shared by every request: requests/minute, tokens/minute, concurrency.
+"""The client-side budget shared by every request: requests/minute and tokens/minute.
 
-The MiMo account limits are sliding 60-second windows counted by the server, so the limiter
-keeps a sliding window too (a token bucket would allow a full burst plus a full refill inside
-one server window and earn 429s). The window is a little longer than 60 s to absorb the time a
-request spends between leaving here and being counted there.
+The MiMo account limits are sliding 60-second windows counted by the server (mimo-api.md s.5),
+so the limiter keeps sliding windows too (a token bucket would allow a full burst plus a full
+refill inside one server window and earn 429s). Each request reserves, when it is sent, what
+the account will charge for it:
+
+- one request, and the tokens the account counts (``counts``): prompt tokens, plus - when the
+  account counts total tokens - completion tokens estimated per second of audio from recent
+  answers, starting from Xiaomi's example (4 s of speech -> 20 completion tokens);
+- the answer settles the reservation to the tokens actually charged (its ``usage``);
+- an answer the account did not charge (an error) gives the tokens back; a 429 gives the
+  request back too, and holds every request until the window has room again.
+
+The window is a little longer than the account's (``WINDOW_MARGIN``) to absorb the time between
+a request leaving here and the server counting it.
 """
 
 from __future__ import annotations
@@ -12,36 +22,39 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from typing import Any
 
-AUDIO_TOKENS_PER_SECOND = 6.25
-PROMPT_OVERHEAD_TOKENS = 21
+ACCOUNT_WINDOW_SECONDS = 60.0  # mimo-api.md s.5: limits per minute, sliding
+# The server counts a request after its upload (and its tokens after decoding the audio); a
+# later request must not be counted less than 60 s after it. Measured by ``python -m bench
+# pacing`` (BENCHMARKS.md): see there for why this margin and not more.
+WINDOW_MARGIN = 0.5
+AUDIO_TOKENS_PER_SECOND = 6.25  # mimo-api.md s.1 [OBS]: 4 s -> 25 audio tokens
+PROMPT_OVERHEAD_TOKENS = 21  # mimo-api.md s.2 [OBS]: gateway prompt tokens around the audio
+COMPLETION_TOKENS_PER_SECOND = 5.0  # mimo-api.md s.2 and s.7 [DOC]: 4 s -> 20 completion tokens
+TPM_COUNTS = ("total", "prompt")  # what the account's TPM counts: undocumented (s.7)
+LEARN_FROM = 32  # recent answers the completion rate is learned from
+LEARN_MIN_SECONDS = 2.0  # shorter answers are mostly rounding: they teach nothing about rates
+MAX_HOLD_SECONDS = ACCOUNT_WINDOW_SECONDS
 
 
-def estimate_tokens(duration_seconds: float) -> int:
-    """Prompt tokens the API will count for this much audio (~6.25/s plus the gateway prompt)."""
+def prompt_tokens(duration_seconds: float) -> int:
+    """Prompt tokens the API counts for this much audio (~6.25/s plus the gateway prompt)."""
     return math.ceil(AUDIO_TOKENS_PER_SECOND * max(0.0, duration_seconds)) + PROMPT_OVERHEAD_TOKENS
 
 
-@dataclass
-class _Entry:
-    at: float
-    tokens: int
-
-
 class Reservation:
-    """One admitted request; ``settle`` replaces the estimate with the tokens actually billed."""
+    """What one request holds in the windows, from the moment it was let go."""
 
-    def __init__(self, limiter: RateLimiter, entry: _Entry) -> None:
-        self._limiter = limiter
-        self._entry = entry
+    __slots__ = ("at", "duration", "estimate", "requests", "tokens")
 
-    def settle(self, actual_tokens: int | None) -> None:
-        if actual_tokens is not None and actual_tokens >= 0:
-            with self._limiter._cond:
-                self._entry.tokens = actual_tokens
-                self._limiter._cond.notify_all()
+    def __init__(self, at: float, duration: float, tokens: int) -> None:
+        self.at = at
+        self.duration = duration
+        self.estimate = tokens  # what was reserved, before any answer
+        self.tokens = tokens
+        self.requests = 1
 
 
 class RateLimiter:
@@ -52,15 +65,22 @@ class RateLimiter:
         requests_per_minute: int,
         tokens_per_minute: int,
         *,
-        window_seconds: float = 61.0,
+        counts: str = "total",
+        window_seconds: float = ACCOUNT_WINDOW_SECONDS + WINDOW_MARGIN,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if counts not in TPM_COUNTS:
+            raise ValueError(f"counts must be one of {', '.join(TPM_COUNTS)}")
         self.rpm = requests_per_minute
         self.tpm = tokens_per_minute
+        self.counts = counts
         self.window = window_seconds
         self._clock = clock
-        self._entries: deque[_Entry] = deque()
-        self._blocked_until = 0.0
+        self._entries: deque[Reservation] = deque()
+        self._held_until = 0.0
+        self._rejections = 0  # 429s since the last billed answer
+        self._rates: deque[float] = deque(maxlen=LEARN_FROM)  # completion tokens per second
+        self._prompt_excess: deque[int] = deque(maxlen=LEARN_FROM)  # actual - formula
         self._cond = threading.Condition()
         self._closed = False
 
@@ -70,54 +90,117 @@ class RateLimiter:
             self._closed = True
             self._cond.notify_all()
 
-    def penalize(self, seconds: float) -> None:
-        """Holds every request back for ``seconds`` (after a 429: slow the whole client down)."""
+    def estimate(self, duration: float) -> int:
+        """Tokens the account will charge for ``duration`` seconds of audio, as far as recent
+        answers tell: the highest recent rates, so an estimate errs on the safe side."""
         with self._cond:
-            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+            return self._estimate(duration)
+
+    def _estimate(self, duration: float) -> int:
+        excess = max(self._prompt_excess, default=0)
+        tokens = prompt_tokens(duration) + max(0, excess)
+        if self.counts == "total":
+            rate = max(self._rates, default=COMPLETION_TOKENS_PER_SECOND)
+            tokens += max(1, math.ceil(rate * max(0.0, duration) - 1e-9))
+        return tokens
+
+    def acquire(self, duration: float, stop: threading.Event | None = None) -> Reservation | None:
+        """Waits until a request for ``duration`` seconds of audio fits, and reserves it; None
+        when closed or ``stop`` is set meanwhile."""
+        with self._cond:
+            while True:
+                if self._closed or (stop is not None and stop.is_set()):
+                    return None
+                now = self._clock()
+                tokens = self._estimate(duration)
+                wait = self._wait_needed(tokens, now)
+                if wait <= 0:
+                    reservation = Reservation(now, duration, tokens)
+                    self._entries.append(reservation)
+                    return reservation
+                # Wake at least every 0.5 s to notice ``stop``.
+                self._cond.wait(min(wait, 0.5))
+
+    def settle(self, reservation: Reservation, usage: Mapping[str, Any] | None) -> None:
+        """The account billed the request: hold what its ``usage`` says it charged (the
+        estimate stays when the answer carries no usable usage) and learn from it."""
+        with self._cond:
+            self._rejections = 0
+            charged = _charged(usage, self.counts)
+            if charged is not None:
+                reservation.tokens = charged
+                self._learn(reservation.duration, usage or {})
+            self._cond.notify_all()
+
+    def refund(self, reservation: Reservation) -> None:
+        """The account answered without charging (an error): its tokens go back; the request
+        still counts."""
+        with self._cond:
+            reservation.tokens = 0
+            self._cond.notify_all()
+
+    def rejected(self, reservation: Reservation, retry_after: float | None = None) -> None:
+        """The account answered 429: the request and its tokens go back, and every request is
+        held until the window frees something (or ``retry_after``): the account's window is
+        evidently fuller than ours, and it is fullest now."""
+        with self._cond:
+            if reservation in self._entries:
+                self._entries.remove(reservation)
+            self._rejections += 1
+            now = self._clock()
+            if retry_after is not None:
+                until = now + retry_after
+            else:
+                # A second 429 in a row without a billed answer between means the window is not
+                # all there is (another client of the account): back off as well, doubling.
+                backoff = 0.0 if self._rejections == 1 else 2.0 ** (self._rejections - 2)
+                self._expire(now)
+                frees = self._entries[0].at + self.window if self._entries else now + 1.0
+                until = max(frees, now + backoff)
+            self._held_until = max(self._held_until, min(until, now + MAX_HOLD_SECONDS))
+            self._cond.notify_all()
+
+    def _learn(self, duration: float, usage: Mapping[str, Any]) -> None:
+        completion, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")
+        if isinstance(prompt, int):
+            self._prompt_excess.append(prompt - prompt_tokens(duration))
+        if isinstance(completion, int) and duration >= LEARN_MIN_SECONDS:
+            self._rates.append(completion / duration)
 
     def _expire(self, now: float) -> None:
         while self._entries and self._entries[0].at <= now - self.window:
             self._entries.popleft()
 
     def _wait_needed(self, tokens: int, now: float) -> float:
+        """Seconds until a request of ``tokens`` fits both windows (0: now)."""
         self._expire(now)
-        wait = max(0.0, self._blocked_until - now)
-        if len(self._entries) >= self.rpm:
-            wait = max(wait, self._entries[0].at + self.window - now)
-        used = sum(e.tokens for e in self._entries)
+        wait = max(0.0, self._held_until - now)
+        entries = self._entries
+        if len(entries) >= self.rpm:
+            wait = max(wait, entries[len(entries) - self.rpm].at + self.window - now)
+        used = sum(e.tokens for e in entries)
         # A request bigger than the whole budget still goes, alone in an empty window.
         if used and used + tokens > self.tpm:
             need = used + tokens - self.tpm
             freed = 0
-            for e in self._entries:
+            for e in entries:
                 freed += e.tokens
                 if freed >= need:
                     wait = max(wait, e.at + self.window - now)
                     break
         return wait
 
-    def acquire(self, tokens: int, stop: threading.Event | None = None) -> Reservation | None:
-        """Waits until the request fits; returns None when closed or ``stop`` is set meanwhile."""
-        with self._cond:
-            while True:
-                if self._closed or (stop is not None and stop.is_set()):
-                    return None
-                now = self._clock()
-                wait = self._wait_needed(tokens, now)
-                if wait <= 0:
-                    entry = _Entry(now, tokens)
-                    self._entries.append(entry)
-                    return Reservation(self, entry)
-                # Wake at least every 0.5 s to notice ``stop``.
-                self._cond.wait(min(wait, 0.5))
 
-    def snapshot(self) -> dict[str, float]:
-        """Current use of the windows, for status and metrics."""
-        with self._cond:
-            now = self._clock()
-            self._expire(now)
-            return {
-                "requests_in_window": len(self._entries),
-                "tokens_in_window": sum(e.tokens for e in self._entries),
-                "blocked_for_seconds": max(0.0, self._blocked_until - now),
-            }
+def _charged(usage: Mapping[str, Any] | None, counts: str) -> int | None:
+    """The tokens a ``usage`` says the account charged under ``counts`` (None: not known)."""
+    if not isinstance(usage, Mapping):
+        return None
+    if counts == "prompt":
+        value = usage.get("prompt_tokens")
+    else:
+        value = usage.get("total_tokens")
+        if value is None and isinstance(usage.get("prompt_tokens"), int) and isinstance(
+            usage.get("completion_tokens"), int
+        ):
+            value = usage["prompt_tokens"] + usage["completion_tokens"]
+    return value if isinstance(value, int) and value >= 0 else None
