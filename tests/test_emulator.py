@@ -533,13 +533,34 @@ def test_limit_windows_slide() -> None:
     """Requests and tokens leave the budget 60 s after they were admitted, not at a minute edge."""
     now = [0.0]
     limits = AccountLimits(rpm=2, tpm=100, clock=lambda: now[0])
-    assert limits.enter() and limits.charge(tokens(60))
+    first = limits.enter()
+    assert first and limits.charge(tokens(60), first)
     now[0] = 30.0
-    assert limits.enter() and not limits.enter()
-    assert not limits.charge(tokens(41)) and limits.charge(tokens(40))
+    second = limits.enter()
+    assert second and not limits.enter()
+    assert not limits.charge(tokens(41), second) and limits.charge(tokens(40), second)
     now[0] = 60.0  # the first request and its 60 tokens expire; the second stays
     assert limits.enter() and not limits.enter()
     assert limits.tokens_in_window == 40
+
+
+def test_tokens_count_from_the_request_arrival() -> None:
+    """Tokens charged after decoding are dated at the request's arrival, in any order, so the
+    windows do not depend on how long the emulator took to decode."""
+    now = [0.0]
+    limits = AccountLimits(rpm=None, tpm=100, clock=lambda: now[0])
+    early = limits.enter()
+    now[0] = 10.0
+    late = limits.enter()
+    assert early and late
+    now[0] = 11.0
+    assert limits.charge(tokens(30), late)
+    now[0] = 12.0
+    assert limits.charge(tokens(50), early)  # decoded last, admitted first
+    now[0] = 60.0
+    assert limits.tokens_in_window == 30
+    now[0] = 70.0
+    assert limits.tokens_in_window == 0
 
 
 def test_tpm_limit_counts_the_request_tokens(

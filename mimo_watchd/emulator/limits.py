@@ -6,10 +6,16 @@ What counts, in this model of an undocumented service: a request answered 429 le
 in either window (a client backing off must be able to get back in); any other answer after
 admission counts one request; tokens stay in the window only for calls the account bills (the
 model ran), so a request refused after admission gets its tokens back.
+
+When: a request and its tokens count from the moment the request was received. The tokens are
+known only once the audio is decoded, which takes the emulator up to a second for a 5-minute
+chunk on a loaded machine; dating the charge at that moment would make the account's windows
+depend on the emulator's CPU, which no real account does.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
@@ -52,7 +58,7 @@ class AccountLimits:
         self._clock = clock
         self._requests: deque[Entry] = deque()
         self._request_count = 0
-        self._tokens: deque[Entry] = deque()
+        self._tokens: list[Entry] = []  # sorted by ``at`` (charges arrive out of order)
         self._token_sum = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -61,8 +67,9 @@ class AccountLimits:
         """Forget what left the window."""
         while self._requests and self._requests[0].at <= now - self.window:
             self._request_count -= self._requests.popleft().amount
-        while self._tokens and self._tokens[0].at <= now - self.window:
-            self._token_sum -= self._tokens.popleft().amount
+        gone = bisect.bisect_right(self._tokens, now - self.window, key=lambda e: e.at)
+        self._token_sum -= sum(e.amount for e in self._tokens[:gone])
+        del self._tokens[:gone]
 
     def enter(self) -> Entry | None:
         """Admit one request (counted against RPM and in flight); None means answer 429."""
@@ -84,17 +91,16 @@ class AccountLimits:
         with self._lock:
             self._in_flight -= 1
 
-    def charge(self, usage: Mapping[str, Any]) -> Entry | None:
-        """Charge a request's tokens (total or prompt, as the account counts) to the window if
-        they fit under TPM; None means answer 429."""
+    def charge(self, usage: Mapping[str, Any], admission: Entry) -> Entry | None:
+        """Charge a request's tokens (total or prompt, as the account counts) to the window, as
+        of its ``admission``, if they fit under TPM now; None means answer 429."""
         tokens = int(usage["total_tokens" if self.tpm_counts == "total" else "prompt_tokens"])
         with self._lock:
-            now = self._clock()
-            self._expire(now)
+            self._expire(self._clock())
             if self.tpm is not None and self._token_sum + tokens > self.tpm:
                 return None
-            entry = Entry(now, tokens)
-            self._tokens.append(entry)
+            entry = Entry(admission.at, tokens)
+            bisect.insort(self._tokens, entry, key=lambda e: e.at)
             self._token_sum += tokens
             return entry
 

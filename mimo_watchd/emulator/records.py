@@ -76,7 +76,7 @@ class EmulatorConfig:
 class CallRecord:
     """What the emulator saw and did for one API request."""
 
-    time: float  # time.time() when the request was read (and counted against RPM)
+    time: float  # time.time() when the request was read (and counted in both windows)
     method: str
     path: str
     status: int | None = None  # HTTP status sent; None when the connection was dropped first
@@ -92,7 +92,6 @@ class CallRecord:
     content: str | None = None
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None  # as sent (None when a fault left it out)
-    charged_at: float | None = None  # time.time() when the tokens entered the TPM window
     request_id: str | None = None
     fault: str | None = None
     error: str | None = None  # why it was refused or broken, for test failure messages

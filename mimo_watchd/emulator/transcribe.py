@@ -102,11 +102,11 @@ class Exchange:
                 bad(f"audio too long: {use['prompt_tokens']} prompt tokens exceed {context}")
             )
             return
-        self._charge = self.host.limits.charge(use)
+        assert self._admission is not None  # run() admitted the request before this
+        self._charge = self.host.limits.charge(use, self._admission)
         if self._charge is None:
             self._rate_limited("TPM")
             return
-        call.charged_at = time.time()
         fault = self.host.faults.draw(heard.words)
         call.fault = fault.kind if fault else None
         if self._wait_for_the_model(heard.seconds, fault):
