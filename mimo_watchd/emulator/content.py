@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import av
 
+from mimo_watchd.emulator import responses
 from mimo_watchd.emulator.audiofile import iter_decoded
+from mimo_watchd.emulator.records import EmulatorConfig
 from mimo_watchd.emulator.tones import Recognizer
 from mimo_watchd.emulator.validation import AudioRequest, bad
 
@@ -61,6 +64,17 @@ def hear(request: AudioRequest) -> Heard:
     if recognizer.samples == 0:
         raise bad("audio contains no samples")
     return Heard(recognizer.samples, recognizer.finish(), recognizer.loud_seconds)
+
+
+def answer(heard: Heard, config: EmulatorConfig) -> tuple[str, str, dict[str, Any]]:
+    """The model's answer to ``heard``: its text, finish_reason and usage (before faults)."""
+    text = answer_text(heard, spoken_words(heard, config.quality_window_seconds))
+    completion = completion_tokens(text, heard.seconds, config.completion_tokens_per_second)
+    finish = "stop"
+    if completion > config.max_output_tokens:
+        text = truncated(text, config.max_output_tokens / completion)
+        finish, completion = "length", config.max_output_tokens
+    return text, finish, responses.usage(heard.samples, SAMPLE_RATE, completion)
 
 
 def spoken_words(heard: Heard, quality_window: float | None) -> list[str]:

@@ -49,6 +49,7 @@ class Exchange:
         self.call = call
         self._admission: Entry | None = None  # this request in the RPM window
         self._charge: Entry | None = None  # its tokens in the TPM window
+        self._in_flight = False  # counted against the concurrency cap
 
     def run(self, raw: bytes) -> None:
         """Answer the request whose body is ``raw``."""
@@ -66,11 +67,19 @@ class Exchange:
         if self._admission is None:
             self._rate_limited("RPM or concurrency cap")
             return
+        self._in_flight = True
         try:
             self._admitted(raw)
         finally:
             if not call.billed:
                 self._refund()
+            self._done()
+
+    def _done(self) -> None:
+        """The request no longer counts as in flight: called before its answer's first byte,
+        so a client that has the answer can send its next request within the cap."""
+        if self._in_flight:
+            self._in_flight = False
             self.host.limits.leave()
 
     def _admitted(self, raw: bytes) -> None:
@@ -87,15 +96,7 @@ class Exchange:
             self._reject(rejection)
             return
         call.duration, call.words = heard.seconds, heard.words
-        words = content.spoken_words(heard, config.quality_window_seconds)
-        text = content.answer_text(heard, words)
-        completion = content.completion_tokens(text, heard.seconds,
-                                               config.completion_tokens_per_second)
-        finish = "stop"
-        if completion > config.max_output_tokens:
-            text = content.truncated(text, config.max_output_tokens / completion)
-            finish, completion = "length", config.max_output_tokens
-        use = responses.usage(heard.samples, content.SAMPLE_RATE, completion)
+        text, finish, use = content.answer(heard, config)
         context = config.max_prompt_tokens
         if context is not None and use["prompt_tokens"] > context:
             self._reject(
@@ -178,6 +179,7 @@ class Exchange:
         if cut:
             events = events[:2]  # the role chunk and one content (or the finish) chunk
         self.call.status = 200
+        self._done()
         try:
             conn.start_stream(200, SSE)
             for i, event in enumerate(events):
@@ -256,6 +258,7 @@ class Exchange:
         cut_at: int | None = None,
     ) -> bool:
         self.call.status = status  # before sending: the client may look at the record at once
+        self._done()
         sent = self.conn.send_bytes(status, body, content_type, headers or (), cut_at=cut_at)
         if not sent:
             self.call.error = "client disconnected"
