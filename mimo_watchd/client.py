@@ -162,9 +162,10 @@ class MimoClient:
         self.api = api
         self._key = key
         self.url = (base_url or effective_base_url(api)) + "/chat/completions"
+        # The limiter owns every pacing decision: the windows and the requests in flight.
         self.limiter = limiter or RateLimiter(api.requests_per_minute, api.tokens_per_minute,
-                                              counts=api.tpm_counts)
-        self._slots = threading.BoundedSemaphore(api.max_concurrency)
+                                              counts=api.tpm_counts,
+                                              max_in_flight=api.max_concurrency)
         self._stop = threading.Event()
         self._jitter = sleep_jitter
         self._http = httpx.Client(transport=transport, follow_redirects=False,
@@ -263,10 +264,10 @@ class MimoClient:
     def _once(self, body: bytes, duration: float, on_response: ResponseHook | None
               ) -> dict[str, Any]:
         timeout, budget = self._timeout(duration, len(body))
-        with self._slots:
-            reservation = self.limiter.acquire(duration, self._stop)
-            if reservation is None:
-                raise TransientApiError("client is shutting down")
+        reservation = self.limiter.acquire(duration, self._stop)
+        if reservation is None:
+            raise TransientApiError("client is shutting down")
+        try:
             deadline = time.monotonic() + budget
             try:
                 with self._http.stream("POST", self.url, content=body, headers=self._headers(),
@@ -290,11 +291,13 @@ class MimoClient:
             except httpx.TransportError as exc:
                 raise TransientApiError(f"connection failed: {type(exc).__name__}: {exc}") \
                     from exc
-        if isinstance(raw.get("error"), dict):
-            self.limiter.refund(reservation)  # an error inside a 200 is not charged either
-        else:
-            usage = raw.get("usage")
-            self.limiter.settle(reservation, usage if isinstance(usage, dict) else None)
+            if isinstance(raw.get("error"), dict):
+                self.limiter.refund(reservation)  # an error inside a 200 is not charged either
+            else:
+                usage = raw.get("usage")
+                self.limiter.settle(reservation, usage if isinstance(usage, dict) else None)
+        finally:
+            self.limiter.release(reservation)
         if on_response is not None:
             on_response(raw)
         return raw

@@ -1,4 +1,4 @@
-"""The client-side budget shared by every request: requests/minute and tokens/minute.
+"""The client-side budget shared by every request: requests/minute, tokens/minute, in flight.
 
 The MiMo account limits are sliding 60-second windows counted by the server (mimo-api.md s.5),
 so the limiter keeps sliding windows too (a token bucket would allow a full burst plus a full
@@ -14,6 +14,11 @@ the account will charge for it:
 
 The window is a little longer than the account's (``WINDOW_MARGIN``) to absorb the time between
 a request leaving here and the server counting it.
+
+Requests in flight are capped too (``max_in_flight``, the configured ``max_concurrency``). The
+account has an unpublished cap of its own (mimo-api.md s.5): a 429 that our windows cannot
+explain (they have room) lowers the cap to one below what was in flight, and it creeps back up
+by one per window without such a 429.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ TPM_COUNTS = ("total", "prompt")  # what the account's TPM counts: undocumented 
 LEARN_FROM = 32  # recent answers the completion rate is learned from
 LEARN_MIN_SECONDS = 2.0  # shorter answers are mostly rounding: they teach nothing about rates
 MAX_HOLD_SECONDS = ACCOUNT_WINDOW_SECONDS
+# A 429 with our windows at least this full is the window's doing: the account's is fuller.
+FULL = 0.9
 
 
 def prompt_tokens(duration_seconds: float) -> int:
@@ -47,14 +54,14 @@ def prompt_tokens(duration_seconds: float) -> int:
 class Reservation:
     """What one request holds in the windows, from the moment it was let go."""
 
-    __slots__ = ("at", "duration", "estimate", "requests", "tokens")
+    __slots__ = ("at", "duration", "estimate", "in_flight", "tokens")
 
     def __init__(self, at: float, duration: float, tokens: int) -> None:
         self.at = at
         self.duration = duration
         self.estimate = tokens  # what was reserved, before any answer
         self.tokens = tokens
-        self.requests = 1
+        self.in_flight = True
 
 
 class RateLimiter:
@@ -66,6 +73,7 @@ class RateLimiter:
         tokens_per_minute: int,
         *,
         counts: str = "total",
+        max_in_flight: int | None = None,
         window_seconds: float = ACCOUNT_WINDOW_SECONDS + WINDOW_MARGIN,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,11 +82,16 @@ class RateLimiter:
         self.rpm = requests_per_minute
         self.tpm = tokens_per_minute
         self.counts = counts
+        self.max_in_flight = max_in_flight
         self.window = window_seconds
         self._clock = clock
+        self._in_flight = 0
+        self._capacity = max_in_flight  # the cap now: lowered by 429s the windows do not explain
+        self._lowered_at = 0.0
         self._entries: deque[Reservation] = deque()
         self._held_until = 0.0
         self._rejections = 0  # 429s since the last billed answer
+        self._rejected_at = float("-inf")  # when the last 429 came in
         self._rates: deque[float] = deque(maxlen=LEARN_FROM)  # completion tokens per second
         self._prompt_excess: deque[int] = deque(maxlen=LEARN_FROM)  # actual - formula
         self._cond = threading.Condition()
@@ -90,13 +103,9 @@ class RateLimiter:
             self._closed = True
             self._cond.notify_all()
 
-    def estimate(self, duration: float) -> int:
+    def _estimate(self, duration: float) -> int:
         """Tokens the account will charge for ``duration`` seconds of audio, as far as recent
         answers tell: the highest recent rates, so an estimate errs on the safe side."""
-        with self._cond:
-            return self._estimate(duration)
-
-    def _estimate(self, duration: float) -> int:
         excess = max(self._prompt_excess, default=0)
         tokens = prompt_tokens(duration) + max(0, excess)
         if self.counts == "total":
@@ -105,8 +114,9 @@ class RateLimiter:
         return tokens
 
     def acquire(self, duration: float, stop: threading.Event | None = None) -> Reservation | None:
-        """Waits until a request for ``duration`` seconds of audio fits, and reserves it; None
-        when closed or ``stop`` is set meanwhile."""
+        """Waits until a request for ``duration`` seconds of audio fits, and reserves it (hand
+        it to ``release`` when the request is over); None when closed or ``stop`` is set
+        meanwhile."""
         with self._cond:
             while True:
                 if self._closed or (stop is not None and stop.is_set()):
@@ -114,12 +124,22 @@ class RateLimiter:
                 now = self._clock()
                 tokens = self._estimate(duration)
                 wait = self._wait_needed(tokens, now)
-                if wait <= 0:
+                full = self._capacity is not None and self._in_flight >= self._capacity
+                if wait <= 0 and not full:
                     reservation = Reservation(now, duration, tokens)
                     self._entries.append(reservation)
+                    self._in_flight += 1
                     return reservation
-                # Wake at least every 0.5 s to notice ``stop``.
-                self._cond.wait(min(wait, 0.5))
+                # Wake at least every 0.5 s to notice ``stop`` (a release wakes waiters too).
+                self._cond.wait(min(wait, 0.5) if wait > 0 else 0.5)
+
+    def release(self, reservation: Reservation) -> None:
+        """The request is over, whatever its outcome: its place in flight is free."""
+        with self._cond:
+            if reservation.in_flight:
+                reservation.in_flight = False
+                self._in_flight -= 1
+                self._cond.notify_all()
 
     def settle(self, reservation: Reservation, usage: Mapping[str, Any] | None) -> None:
         """The account billed the request: hold what its ``usage`` says it charged (the
@@ -130,6 +150,11 @@ class RateLimiter:
             if charged is not None:
                 reservation.tokens = charged
                 self._learn(reservation.duration, usage or {})
+            now = self._clock()
+            cap, ceiling = self._capacity, self.max_in_flight
+            if cap is not None and ceiling is not None and cap < ceiling \
+                    and now - self._lowered_at >= self.window:
+                self._capacity, self._lowered_at = cap + 1, now  # probe one more per window
             self._cond.notify_all()
 
     def refund(self, reservation: Reservation) -> None:
@@ -141,24 +166,40 @@ class RateLimiter:
 
     def rejected(self, reservation: Reservation, retry_after: float | None = None) -> None:
         """The account answered 429: the request and its tokens go back, and every request is
-        held until the window frees something (or ``retry_after``): the account's window is
-        evidently fuller than ours, and it is fullest now."""
+        held. With our windows (nearly) full, the account's is evidently fuller and fullest
+        now: until our oldest reservation leaves it. With room in them, something else limits
+        us (the account's cap on requests in flight, or another client of the account): the
+        in-flight cap drops below what was in flight, and requests wait a second. Retry-After,
+        when sent, decides; a second 429 in a row (no billed answer between, and sent after
+        the first came back: not one burst) adds a doubling back-off."""
         with self._cond:
+            now = self._clock()
+            self._expire(now)
+            window_full = self._window_full(reservation)
             if reservation in self._entries:
                 self._entries.remove(reservation)
-            self._rejections += 1
-            now = self._clock()
+            if reservation.at > self._rejected_at:
+                self._rejections += 1
+            self._rejected_at = now
+            backoff = 0.0 if self._rejections == 1 else 2.0 ** (self._rejections - 2)
             if retry_after is not None:
                 until = now + retry_after
+            elif window_full and self._entries:
+                until = max(self._entries[0].at + self.window, now + backoff)
             else:
-                # A second 429 in a row without a billed answer between means the window is not
-                # all there is (another client of the account): back off as well, doubling.
-                backoff = 0.0 if self._rejections == 1 else 2.0 ** (self._rejections - 2)
-                self._expire(now)
-                frees = self._entries[0].at + self.window if self._entries else now + 1.0
-                until = max(frees, now + backoff)
+                until = now + max(1.0, backoff)
+                if not window_full and self._capacity is not None:
+                    self._capacity = max(1, min(self._capacity, self._in_flight) - 1)
+                    self._lowered_at = now
             self._held_until = max(self._held_until, min(until, now + MAX_HOLD_SECONDS))
             self._cond.notify_all()
+
+    def _window_full(self, reservation: Reservation) -> bool:
+        """Whether our windows, this reservation included, are nearly at the limits."""
+        used = sum(e.tokens for e in self._entries)
+        if reservation not in self._entries:
+            used += reservation.tokens
+        return len(self._entries) >= FULL * self.rpm or used >= FULL * self.tpm
 
     def _learn(self, duration: float, usage: Mapping[str, Any]) -> None:
         completion, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")

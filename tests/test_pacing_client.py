@@ -37,6 +37,7 @@ def clients() -> Iterator[Callable[..., MimoClient]]:
                "backoff_max_seconds": 0.05, **api}
         settings = default_api_settings(base_url=emu.url, **api)
         limiter = RateLimiter(rpm, tpm, counts=settings.tpm_counts,
+                              max_in_flight=settings.max_concurrency,
                               window_seconds=emu.config.window_seconds + WINDOW_MARGIN)
         client = MimoClient(settings, Secret("sk-pacing-test"), limiter=limiter)
         made.append(client)
@@ -71,10 +72,10 @@ def test_a_429_holds_everyone_until_the_window_frees(
     make_emulator: Callable[..., Emulator], clients: Callable[..., MimoClient],
     four_seconds: bytes,
 ) -> None:
-    """After a 429 the retry and every other request wait until the oldest request leaves the
-    window (~3 s here), not a fixed back-off (5-10 s here)."""
-    emu = make_emulator(rpm=10, tpm=None, window_seconds=3.0)
-    client = clients(emu, rpm=10, backoff_initial_seconds=10.0, backoff_max_seconds=10.0)
+    """After a 429 at a full window, the retry and every other request wait until the oldest
+    request leaves the window (~3 s here), not a fixed back-off (5-10 s here)."""
+    emu = make_emulator(rpm=2, tpm=None, window_seconds=3.0)
+    client = clients(emu, rpm=2, backoff_initial_seconds=10.0, backoff_max_seconds=10.0)
     client.transcribe(four_seconds, "audio/wav", 4.0)
     emu.add_fault(FaultRule("429"))
     retried = threading.Thread(target=client.transcribe, args=(four_seconds, "audio/wav", 4.0))
@@ -124,3 +125,21 @@ def test_a_lost_answer_keeps_its_reservation(
     assert lost.billed and not lost.ok
     assert [c.status for c in (second, third)] == [200, 200]
     assert third.time - lost.time >= 3.0
+
+
+def test_the_accounts_cap_on_requests_in_flight_is_learned(
+    make_emulator: Callable[..., Emulator], clients: Callable[..., MimoClient],
+    four_seconds: bytes,
+) -> None:
+    """Against an account that takes 2 requests at a time, a client allowed 6 is refused for
+    the first burst only, then keeps to 2 in flight; every request is answered."""
+    emu = make_emulator(rpm=None, tpm=None, max_concurrency=2, latency_scale=1.0,
+                        latency_base=0.4)
+    client = clients(emu, max_concurrency=6)
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: client.transcribe(four_seconds, "audio/wav", 4.0), range(10)))
+    statuses = [c.status for c in sorted(emu.calls, key=lambda c: c.time)]
+    assert statuses.count(200) == 10 and statuses.count(429) <= 4
+    last_refused = max(i for i, status in enumerate(statuses) if status == 429)
+    assert len(statuses) - last_refused - 1 >= 6  # the burst's retries and the rest: no 429
+    assert client.limiter._capacity == 2

@@ -20,11 +20,12 @@ class Clock:
         return self.now
 
 
-def limiter(rpm: int = 100, tpm: int = 10_000, counts: str = "total",
-            window: float = 60.0) -> tuple[RateLimiter, Clock]:
+def limiter(rpm: int = 100, tpm: int = 10_000, counts: str = "total", window: float = 60.0,
+            max_in_flight: int | None = None) -> tuple[RateLimiter, Clock]:
     """A limiter on a fake clock."""
     clock = Clock()
-    return RateLimiter(rpm, tpm, counts=counts, window_seconds=window, clock=clock), clock
+    return RateLimiter(rpm, tpm, counts=counts, max_in_flight=max_in_flight,
+                       window_seconds=window, clock=clock), clock
 
 
 def take(lim: RateLimiter, duration: float) -> Reservation:
@@ -120,10 +121,10 @@ def test_an_uncharged_answer_gives_its_tokens_back_but_still_counts() -> None:
     assert wait(lim2, 1.0) == pytest.approx(60)
 
 
-def test_a_429_releases_its_reservation_and_holds_until_the_window_frees() -> None:
-    """A 429 takes the request back and holds every request until the oldest reservation
-    leaves the window - not for a fixed back-off."""
-    lim, clock = limiter(rpm=100, window=60.0)
+def test_a_429_at_a_full_window_holds_until_the_window_frees() -> None:
+    """A 429 with our windows full takes the request back and holds every request until the
+    oldest reservation leaves the window - not for a fixed back-off."""
+    lim, clock = limiter(rpm=3, window=60.0)
     take(lim, 4.0)
     clock.now = 10.0
     take(lim, 4.0)
@@ -136,14 +137,37 @@ def test_a_429_releases_its_reservation_and_holds_until_the_window_frees() -> No
     assert wait(lim, 4.0) == 0
 
 
+def test_a_429_with_room_in_the_windows_lowers_the_in_flight_cap() -> None:
+    """A 429 our windows cannot explain (the account's cap on requests in flight) holds
+    requests a second and lowers the cap below what was in flight, each 429 of the burst by
+    one; billed answers raise it again by one per window."""
+    lim, clock = limiter(max_in_flight=4)
+    sent = [take(lim, 4.0) for _ in range(4)]
+    for r in sent[2:]:
+        lim.rejected(r)
+        lim.release(r)
+    assert lim._capacity == 2 and wait(lim, 4.0) == pytest.approx(1.0)
+    clock.now = 1.0
+    for r in sent[:2]:
+        lim.settle(r, usage(46, 20))
+        lim.release(r)
+    assert lim._capacity == 2  # not before a window without such a 429
+    clock.now = 61.0
+    lim.settle(take(lim, 4.0), usage(46, 20))
+    assert lim._capacity == 3
+
+
 def test_repeated_429s_back_off_and_retry_after_is_honoured() -> None:
-    """A second 429 without a billed answer between backs off too (another client may share
-    the account); Retry-After sets the hold; a billed answer ends the streak."""
+    """429s one after another (each sent after the last came back) back off, doubling; one
+    burst of them does not; Retry-After sets the hold; a billed answer ends the streak."""
     lim, clock = limiter()
-    lim.rejected(take(lim, 4.0))
-    assert wait(lim, 4.0) == pytest.approx(1.0)  # nothing of ours in the window: 1 s
+    burst = [take(lim, 4.0), take(lim, 4.0)]
+    for r in burst:
+        lim.rejected(r)
+    assert wait(lim, 4.0) == pytest.approx(1.0)
     clock.now = 1.0
     lim.rejected(take(lim, 4.0))
+    assert wait(lim, 4.0) == pytest.approx(1.0)
     clock.now = 2.0
     lim.rejected(take(lim, 4.0))
     assert wait(lim, 4.0) == pytest.approx(2.0)  # third in a row: 2 s
@@ -154,7 +178,7 @@ def test_repeated_429s_back_off_and_retry_after_is_honoured() -> None:
     lim.settle(take(lim, 4.0), usage(46, 20))
     clock.now = 12.0
     lim.rejected(take(lim, 4.0))
-    assert wait(lim, 4.0) == pytest.approx(59.0)  # the billed one leaves at 71
+    assert wait(lim, 4.0) == pytest.approx(1.0)
 
 
 def test_blocked_threads_are_admitted_as_the_window_frees() -> None:
