@@ -54,18 +54,18 @@ def prompt_tokens(duration_seconds: float) -> int:
 class Reservation:
     """What one request holds in the windows, from the moment it was let go."""
 
-    __slots__ = ("at", "duration", "estimate", "in_flight", "tokens")
+    __slots__ = ("at", "duration", "in_flight", "tokens")
 
     def __init__(self, at: float, duration: float, tokens: int) -> None:
         self.at = at
         self.duration = duration
-        self.estimate = tokens  # what was reserved, before any answer
-        self.tokens = tokens
+        self.tokens = tokens  # the estimate until the answer settles it
         self.in_flight = True
 
 
 class RateLimiter:
-    """Blocks callers until a request fits the requests/minute and tokens/minute windows."""
+    """Blocks callers, first come first served, until a request fits the requests/minute and
+    tokens/minute windows and the cap on requests in flight."""
 
     def __init__(
         self,
@@ -94,6 +94,7 @@ class RateLimiter:
         self._rejected_at = float("-inf")  # when the last 429 came in
         self._rates: deque[float] = deque(maxlen=LEARN_FROM)  # completion tokens per second
         self._prompt_excess: deque[int] = deque(maxlen=LEARN_FROM)  # actual - formula
+        self._queue: deque[object] = deque()  # waiting callers, in arrival order
         self._cond = threading.Condition()
         self._closed = False
 
@@ -117,21 +118,30 @@ class RateLimiter:
         """Waits until a request for ``duration`` seconds of audio fits, and reserves it (hand
         it to ``release`` when the request is over); None when closed or ``stop`` is set
         meanwhile."""
+        ticket = object()
         with self._cond:
-            while True:
-                if self._closed or (stop is not None and stop.is_set()):
-                    return None
-                now = self._clock()
-                tokens = self._estimate(duration)
-                wait = self._wait_needed(tokens, now)
-                full = self._capacity is not None and self._in_flight >= self._capacity
-                if wait <= 0 and not full:
-                    reservation = Reservation(now, duration, tokens)
-                    self._entries.append(reservation)
-                    self._in_flight += 1
-                    return reservation
-                # Wake at least every 0.5 s to notice ``stop`` (a release wakes waiters too).
-                self._cond.wait(min(wait, 0.5) if wait > 0 else 0.5)
+            self._queue.append(ticket)
+            try:
+                while True:
+                    if self._closed or (stop is not None and stop.is_set()):
+                        return None
+                    now = self._clock()
+                    tokens = self._estimate(duration)
+                    wait = self._wait_needed(tokens, now)
+                    full = self._capacity is not None and self._in_flight >= self._capacity
+                    # First come, first served: a long chunk waiting for room is not overtaken
+                    # for ever by short ones that fit the leftover budget.
+                    if wait <= 0 and not full and self._queue[0] is ticket:
+                        reservation = Reservation(now, duration, tokens)
+                        self._entries.append(reservation)
+                        self._in_flight += 1
+                        return reservation
+                    # Wake at least every 0.5 s to notice ``stop`` (releases and answers wake
+                    # waiters too).
+                    self._cond.wait(min(wait, 0.5) if wait > 0 else 0.5)
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
 
     def release(self, reservation: Reservation) -> None:
         """The request is over, whatever its outcome: its place in flight is free."""

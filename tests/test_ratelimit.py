@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -198,6 +199,37 @@ def test_blocked_threads_are_admitted_as_the_window_frees() -> None:
         t.join(5)
     admitted.sort()
     assert len(admitted) == 4 and admitted[1] < 0.3 and admitted[2] >= 0.45
+
+
+def test_waiters_are_served_in_arrival_order() -> None:
+    """A request waiting for room is not overtaken by a smaller one that would fit now."""
+    lim, clock = limiter(tpm=100)
+    take(lim, 4.0)  # 66 of 100
+    order: list[str] = []
+
+    def acquire(name: str, duration: float) -> None:
+        assert lim.acquire(duration) is not None
+        order.append(name)
+
+    def settled(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 5
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+
+    big = threading.Thread(target=acquire, args=("big", 4.0))  # 66 more: waits for the window
+    big.start()
+    settled(lambda: len(lim._queue) == 1)
+    small = threading.Thread(target=acquire, args=("small", 0.5))  # 28 more would fit now
+    small.start()
+    settled(lambda: len(lim._queue) == 2 or bool(order))
+    assert order == []
+    clock.now = 61.0
+    with lim._cond:
+        lim._cond.notify_all()
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"]
 
 
 def test_close_and_stop_release_waiters() -> None:
