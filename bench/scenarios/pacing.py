@@ -53,6 +53,7 @@ RPM, TPM, WINDOW = 100, 10_000, 60.0
 LATENCY_SCALE = 1.0
 TARGET_RATE, TARGET_WALL = 0.97, 0.95
 RULES = ("total", "prompt")
+API_OPTIONS = ("requests_per_minute", "tokens_per_minute", "max_concurrency")
 # What the command-line emulator charges (its defaults): the oracle's costs come from it.
 MODEL = EmulatorConfig(quality_window_seconds=QUALITY_WINDOW_SECONDS)
 
@@ -97,6 +98,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tpm-files", type=int, default=40, help="120 s files of the tpm workload")
     p.add_argument("--long-files", type=int, default=3, help="files of the long workload")
     p.add_argument("--long-minutes", type=float, default=20.0)
+    p.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   type=_overrides,
+                   help="also run the daemon with these api options (e.g. the old defaults "
+                   "requests_per_minute=90,tokens_per_minute=9000,max_concurrency=3); shown "
+                   "for comparison, not held to the targets")
+
+
+def _overrides(text: str) -> dict[str, int]:
+    pairs = [item.partition("=") for item in text.split(",")]
+    if not all(sep and key in API_OPTIONS for key, sep, _ in pairs):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE pairs of {', '.join(API_OPTIONS)}")
+    return {key: int(value) for key, _, value in pairs}
 
 
 def _workloads(args: argparse.Namespace) -> list[Workload]:
@@ -187,20 +200,22 @@ def _oracle(root: Path, requests: list[Request], rule: str) -> tuple[Outcome, li
     return _outcome(calls, float(result["started"])), delays
 
 
-def _daemon(root: Path, staged: Path, workload: Workload, rule: str) -> Outcome:
-    """The daemon's run: started idle, the files dropped into its inbox at once."""
-    defaults = default_api_settings()
+def _daemon(root: Path, staged: Path, workload: Workload, rule: str,
+            overrides: dict[str, int]) -> Outcome:
+    """The daemon's run (default api options, but ``overrides``): started idle, the files
+    dropped into its inbox at once."""
+    api = {**{k: getattr(default_api_settings(), k) for k in API_OPTIONS}, **overrides}
+    name = f"{rule}-{len(list(root.glob('daemon-*')))}"
     with EmulatorProc(latency_scale=LATENCY_SCALE, rpm=RPM, tpm=TPM, tpm_counts=rule) as emu:
-        dep = Deployment(root / f"daemon-{rule}")
-        dep.write_config(emu.url, rpm=defaults.requests_per_minute,
-                         tpm=defaults.tokens_per_minute, concurrency=defaults.max_concurrency,
-                         api={"tpm_counts": rule})
-        link_tree(staged, root / f"staged-{rule}")
+        dep = Deployment(root / f"daemon-{name}")
+        dep.write_config(emu.url, rpm=api["requests_per_minute"], tpm=api["tokens_per_minute"],
+                         concurrency=api["max_concurrency"], api={"tpm_counts": rule})
+        link_tree(staged, root / f"staged-{name}")
         daemon = DaemonProc(dep)
         try:
             daemon.wait_ready()
             dropped = time.time()
-            drop_all(root / f"staged-{rule}", dep.inbox)
+            drop_all(root / f"staged-{name}", dep.inbox)
             wait_for(lambda: dep.finished() >= workload.files or not daemon.alive(), 7200,
                      f"{workload.files} files processed by the daemon", interval=0.2)
             peak = daemon.sample().peak_rss_mb
@@ -226,14 +241,17 @@ def run(args: argparse.Namespace) -> Section:
             for rule in rules:
                 oracle, counted = _oracle(base, requests, rule)
                 delays += counted
-                daemon = _daemon(base, base / "source", workload, rule)
-                row, passed = _row(workload, rule, requests, daemon, oracle)
-                print(" | ".join(row), flush=True)
-                table.add(*row)
-                ok = ok and passed
-                if daemon.refused or daemon.done != workload.files:
-                    verdicts.append(f"{workload.name}/{rule}: daemon {daemon.refused} 429s, "
-                                    f"{daemon.done} of {workload.files} files done")
+                for overrides in [{}, *args.compare]:
+                    daemon = _daemon(base, base / "source", workload, rule, overrides)
+                    row, passed = _row(workload, rule, requests, daemon, oracle, overrides)
+                    print(" | ".join(row), flush=True)
+                    table.add(*row)
+                    if overrides:
+                        continue  # for comparison only
+                    ok = ok and passed
+                    if daemon.refused or daemon.done != workload.files:
+                        verdicts.append(f"{workload.name}/{rule}: daemon {daemon.refused} "
+                                        f"429s, {daemon.done} of {workload.files} files done")
     ok = ok and not verdicts
     verdicts.append(f"targets (0 429s; sustained >= {TARGET_RATE:g} and wall >= {TARGET_WALL:g} "
                     f"of the oracle's, in every run): {'met' if ok else 'MISSED'}")
@@ -247,14 +265,16 @@ def run(args: argparse.Namespace) -> Section:
 
 
 def _row(workload: Workload, rule: str, requests: list[Request], daemon: Outcome,
-         oracle: Outcome) -> tuple[list[str], bool]:
+         oracle: Outcome, overrides: dict[str, int]) -> tuple[list[str], bool]:
     d_rate = sustained(daemon.calls, workload.unit)
     o_rate = sustained(oracle.calls, workload.unit)
     rate_ratio, wall_ratio = d_rate / o_rate, oracle.active / daemon.active
     passed = (daemon.refused == 0 and rate_ratio >= TARGET_RATE and wall_ratio >= TARGET_WALL
               and daemon.done == workload.files)
     unit = "/min" if workload.unit == "requests" else " audio s/min"
-    return [f"{workload.name}: {workload.files} x {workload.seconds:g} s", rule,
+    compared = "".join(f", {k} {v}" for k, v in overrides.items())
+    label = f"{workload.name}: {workload.files} x {workload.seconds:g} s"
+    return [f"{label} (compare{compared})" if overrides else label, rule,
             str(len(requests)), f"{daemon.refused} / {oracle.refused}",
             f"{fmt(d_rate)}{unit}", fmt(o_rate), f"{rate_ratio:.3f}", fmt(daemon.active),
             fmt(oracle.active), f"{wall_ratio:.3f}", fmt(daemon.first),
