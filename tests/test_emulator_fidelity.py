@@ -380,6 +380,16 @@ def test_no_done_stream_is_otherwise_complete(
     assert text == "alpha bravo charlie."
 
 
+def test_no_done_leaves_a_plain_answer_alone(
+    emulator: Emulator, http: httpx.Client, wav: bytes
+) -> None:
+    """no-done has no effect on a plain request: its answer is delivered and billed."""
+    emulator.add_fault(FaultRule("no-done"))
+    assert content_of(post(http, emulator, body_for(wav))) == "alpha bravo charlie."
+    call = emulator.calls[-1]
+    assert (call.fault, call.ok, call.billed) == ("no-done", True, True)
+
+
 @pytest.mark.parametrize("code", ["401", "402", "429", "500"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_error_inside_a_200(

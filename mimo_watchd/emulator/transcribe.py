@@ -36,7 +36,7 @@ JSON = "application/json"
 SSE = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
 # 200 status, but the answer does not reach the client in the documented shape.
-BROKEN = ("drop-body", "drop-stream", "no-done")
+BROKEN = ("drop-body", "drop-stream")
 
 
 class Exchange:
@@ -159,7 +159,8 @@ class Exchange:
         call.request_id, call.content = request_id, answer
         call.finish_reason, call.usage = finish, sent
         args = (request_id, created, request.model, answer, finish, sent)
-        call.ok = finish == "stop" and kind not in BROKEN  # set before the client can see it
+        broken = kind in BROKEN or (kind == "no-done" and request.stream)
+        call.ok = finish == "stop" and not broken  # set before the client can see it
         if kind in ("drop-body", "drop-stream"):
             call.error = "connection dropped mid-body"
         if request.stream:
