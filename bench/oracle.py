@@ -1,10 +1,11 @@
 """The oracle pacer: the best any client can do against the account's limits, knowing the exact
 cost of every request and when the account counted it.
 
-It sends request bodies encoded beforehand (loaded into memory before the clock starts), in
-order, each the moment the account's sliding windows (``--rpm`` requests and ``--tpm`` tokens
-per ``--window`` seconds) have room for it at its exact cost, with no cap on requests in
-flight. No real client can know when the account counted a request; the oracle reads it from
+It sends request bodies encoded beforehand (loaded into memory before the clock starts), each
+the moment the account's sliding windows (``--rpm`` requests and ``--tpm`` tokens per
+``--window`` seconds) have room for it at its exact cost, with no cap on requests in flight:
+first fit, the first queued request that fits goes (a smaller one fills what a larger one
+leaves). No real client can know when the account counted a request; the oracle reads it from
 the emulator's records (``/_emulator/calls``), so it neither wastes a margin nor earns a 429
 when a burst of its own requests is counted late. A request not yet seen there counts as
 counted now (it stays in the window at least 60 s more). Figures go to ``--out`` as JSON::
@@ -75,10 +76,10 @@ class Oracle:
     def _wait(self, cost: int, now: float) -> float | None:
         """Seconds until a request of ``cost`` fits both windows (0: now; None: it depends on
         a request the account has not shown yet)."""
-        live = [e for e in self.entries.values() if e.at is None or e.at > now - self.window]
         for i in [i for i, e in self.entries.items() if e.at is not None
                   and e.at <= now - self.window]:
             del self.entries[i]
+        live = list(self.entries.values())
         known = sorted((e for e in live if e.at is not None), key=lambda e: e.at or 0.0)
         wait = 0.0
         if len(live) >= self.rpm:
@@ -97,6 +98,11 @@ class Oracle:
             else:
                 return None
         return wait
+
+    def _first_fit(self, now: float) -> int | None:
+        """The first queued request that fits the windows now, if any."""
+        return next((i for i in reversed(self.queue) if self._wait(self.costs[i], now) == 0),
+                    None)
 
     def _send(self, i: int) -> None:
         sent = time.time()
@@ -123,18 +129,17 @@ class Oracle:
                     if not self.queue or self.in_flight >= MAX_IN_FLIGHT:
                         self.cond.wait(POLL_SECONDS)
                         continue
-                    i = self.queue[-1]
-                    wait = self._wait(self.costs[i], time.time())
-                    if wait is None:
-                        self.cond.wait(POLL_SECONDS)
-                    elif wait > 0:
-                        self.cond.wait(wait)
-                    else:
-                        self.entries[i] = Entry(self.costs[i])
-                        self.queue.pop()
+                    now = time.time()
+                    fits = self._first_fit(now)
+                    if fits is not None:
+                        self.entries[fits] = Entry(self.costs[fits])
+                        self.queue.remove(fits)
                         self.in_flight += 1
-                        pool.submit(self._send, i)
+                        pool.submit(self._send, fits)
                         continue
+                    # Nothing fits: the cheapest queued request is the first that will.
+                    wait = self._wait(min(self.costs[i] for i in self.queue), now)
+                    self.cond.wait(POLL_SECONDS if wait is None else max(wait, 0.001))
                 self._learn()
         self.http.close()
 

@@ -34,12 +34,29 @@ def test_oracle_waits_for_the_counted_times(tmp_path: Path) -> None:
     o.http.close()
 
 
-def test_sustained_counts_whole_minutes_from_the_first_request() -> None:
-    """Sustained throughput counts what was answered in the whole minutes after the first."""
-    calls = [{"time": t, "status": 200, "usage": {"seconds": 120}} for t in (0, 10, 60.5, 130)]
+def test_sustained_is_the_windows_average_content() -> None:
+    """Sustained throughput is what the sliding window held on average between the first and
+    the last answered request; refused requests count for nothing."""
+    calls = [{"time": t, "status": 200, "usage": {"seconds": 120}} for t in (0, 30, 90)]
     calls.append({"time": 20, "status": 429, "usage": None})
-    assert sustained(calls, "requests") == 1.5  # 3 in [0, 120): 2 minutes
-    assert sustained(calls, "audio s") == 180.0
+    # held: 1 request over [0, 30), 2 over [30, 60), 1 over [60, 90): 120 / 90
+    assert sustained(calls, "requests") == pytest.approx(120 / 90)
+    assert sustained(calls, "audio s") == pytest.approx(120 * 120 / 90)
+
+
+def test_oracle_sends_the_first_request_that_fits(tmp_path: Path) -> None:
+    """First fit: when the next request does not fit, a later, smaller one that does goes."""
+    o = oracle(tmp_path, [80, 85, 15], rpm=10)
+    assert o._first_fit(0.0) == 0
+    o.queue.remove(0)
+    o.entries[0] = Entry(80)
+    o.entries[0].at = 0.0
+    assert o._first_fit(1.0) == 2  # 85 would not fit, 15 does
+    o.queue.remove(2)
+    o.entries[2] = Entry(15)
+    assert o._first_fit(30.0) is None
+    assert o._first_fit(60.03) == 1  # the 80 left the window
+    o.http.close()
 
 
 def test_pacing_smoke_prints_daemon_and_oracle(tmp_path: Path,
