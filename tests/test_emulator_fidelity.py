@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.harness import wait_for
 from mimo_watchd.emulator import Emulator, EmulatorConfig, FaultRule, cli, tones
 from mimo_watchd.emulator.content import LONG_AUDIO_LOSS, LOOP_REPEATS, SILENCE_LOOP
 from mimo_watchd.emulator.faults import ERROR_BODIES, TEXT_PART_PARAM
@@ -32,7 +33,6 @@ from tests.test_emulator import (
     post,
     silence,
     sse_data,
-    wait_for,
 )
 
 __all__ = ["no_leaked_emulator_threads"]  # the autouse fixture applies here too
@@ -86,7 +86,7 @@ def test_answer_to_a_client_gone_is_billed_not_delivered(
     emu.add_fault(FaultRule("slow", delay=0.5))
     with httpx.Client(timeout=0.2) as c, pytest.raises(httpx.ReadTimeout):
         post(c, emu, body_for(wav))
-    wait_for(lambda: emu.calls[-1].error is not None)
+    wait_for(lambda: emu.calls[-1].error is not None, 5, "the late answer to be recorded")
     call = emu.calls[-1]
     assert (call.billed, call.ok, call.error) == (True, False, "client gone before the answer")
     assert emu.billed_counts() == {hashlib.sha256(wav).hexdigest(): 1}
@@ -154,7 +154,7 @@ def test_hang_and_refusals_are_not_billed(
     emulator.add_fault(FaultRule("hang"))
     with httpx.Client(timeout=0.3) as c, pytest.raises(httpx.ReadTimeout):
         post(c, emulator, body_for(wav))
-    wait_for(lambda: emulator.calls[-1].error is not None)
+    wait_for(lambda: emulator.calls[-1].error is not None, 5, "the hang to end")
     assert [(c.status, c.billed) for c in emulator.calls] == [(400, False), (None, False)]
 
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from bench.harness import wait_for
 from mimo_watchd.client import MimoClient
 from mimo_watchd.config import Secret, default_api_settings
 from mimo_watchd.emulator import Emulator, FaultRule, tones
 from mimo_watchd.errors import TransientApiError
 from mimo_watchd.ratelimit import WINDOW_MARGIN, RateLimiter
-from tests.test_emulator import wait_for
 
 EIGHT = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]  # 4.0 s
 
@@ -81,7 +81,8 @@ def test_a_429_holds_everyone_until_the_window_frees(
     retried = threading.Thread(target=client.transcribe, args=(four_seconds, "audio/wav", 4.0))
     retried.start()
     try:
-        wait_for(lambda: any(c.status == 429 for c in emu.calls) or not retried.is_alive())
+        wait_for(lambda: any(c.status == 429 for c in emu.calls) or not retried.is_alive(), 10,
+                 "the 429")
         client.transcribe(four_seconds, "audio/wav", 4.0)  # a caller that never saw the 429
     finally:
         retried.join(20)
