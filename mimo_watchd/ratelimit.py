@@ -63,9 +63,22 @@ class Reservation:
         self.in_flight = True
 
 
+class _Waiter:
+    """A caller in the queue, with the tokens it needs."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+
 class RateLimiter:
     """Blocks callers, first come first served, until a request fits the requests/minute and
-    tokens/minute windows and the cap on requests in flight."""
+    tokens/minute windows and the cap on requests in flight.
+
+    A later caller may go ahead of the head of the queue only when that cannot delay the head
+    (backfilling): it fits now, and the head will still fit at the moment it would have.
+    """
 
     def __init__(
         self,
@@ -94,7 +107,7 @@ class RateLimiter:
         self._rejected_at = float("-inf")  # when the last 429 came in
         self._rates: deque[float] = deque(maxlen=LEARN_FROM)  # completion tokens per second
         self._prompt_excess: deque[int] = deque(maxlen=LEARN_FROM)  # actual - formula
-        self._queue: deque[object] = deque()  # waiting callers, in arrival order
+        self._queue: deque[_Waiter] = deque()  # waiting callers, in arrival order
         self._cond = threading.Condition()
         self._closed = False
 
@@ -118,20 +131,24 @@ class RateLimiter:
         """Waits until a request for ``duration`` seconds of audio fits, and reserves it (hand
         it to ``release`` when the request is over); None when closed or ``stop`` is set
         meanwhile."""
-        ticket = object()
+        waiter = _Waiter()
         with self._cond:
-            self._queue.append(ticket)
+            self._queue.append(waiter)
             try:
                 while True:
                     if self._closed or (stop is not None and stop.is_set()):
                         return None
                     now = self._clock()
-                    tokens = self._estimate(duration)
+                    tokens = waiter.tokens = self._estimate(duration)
                     wait = self._wait_needed(tokens, now)
                     full = self._capacity is not None and self._in_flight >= self._capacity
-                    # First come, first served: a long chunk waiting for room is not overtaken
-                    # for ever by short ones that fit the leftover budget.
-                    if wait <= 0 and not full and self._queue[0] is ticket:
+                    # First come, first served (a long chunk waiting for room is not overtaken
+                    # for ever by short ones that fit the leftover budget), but a short one may
+                    # use room the head cannot use before its turn.
+                    head = self._queue[0]
+                    if wait <= 0 and not full and (
+                        head is waiter or self._spares(head, tokens, now)
+                    ):
                         reservation = Reservation(now, duration, tokens)
                         self._entries.append(reservation)
                         self._in_flight += 1
@@ -140,8 +157,17 @@ class RateLimiter:
                     # waiters too).
                     self._cond.wait(min(wait, 0.5) if wait > 0 else 0.5)
             finally:
-                self._queue.remove(ticket)
+                self._queue.remove(waiter)
                 self._cond.notify_all()
+
+    def _spares(self, head: _Waiter, tokens: int, now: float) -> bool:
+        """Whether ``tokens`` reserved now leave the head of the queue room at its turn."""
+        turn = self._wait_needed(head.tokens, now)
+        if turn <= 0:
+            return False  # the head goes now (or waits for a place in flight): it goes first
+        staying = [e for e in self._entries if e.at > now + turn - self.window]
+        return (len(staying) + 2 <= self.rpm
+                and sum(e.tokens for e in staying) + head.tokens + tokens <= self.tpm)
 
     def release(self, reservation: Reservation) -> None:
         """The request is over, whatever its outcome: its place in flight is free."""

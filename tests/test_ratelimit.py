@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -201,35 +202,66 @@ def test_blocked_threads_are_admitted_as_the_window_frees() -> None:
     assert len(admitted) == 4 and admitted[1] < 0.3 and admitted[2] >= 0.45
 
 
-def test_waiters_are_served_in_arrival_order() -> None:
-    """A request waiting for room is not overtaken by a smaller one that would fit now."""
-    lim, clock = limiter(tpm=100)
-    take(lim, 4.0)  # 66 of 100
+def settled(condition: Callable[[], bool]) -> None:
+    """Wait (briefly, for other threads) until ``condition`` holds."""
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+def in_order(lim: RateLimiter, *requests: tuple[str, float]) -> tuple[list[str], list[Any]]:
+    """Start one acquiring thread per (name, duration), each after the previous is queued;
+    returns the order they are admitted in (filled as they are) and the threads."""
     order: list[str] = []
+    threads = []
+    for name, duration in requests:
+        def acquire(name: str = name, duration: float = duration) -> None:
+            assert lim.acquire(duration) is not None
+            order.append(name)
 
-    def acquire(name: str, duration: float) -> None:
-        assert lim.acquire(duration) is not None
-        order.append(name)
+        waiting = len(lim._queue) + 1
+        thread = threading.Thread(target=acquire)
+        thread.start()
+        threads.append(thread)
+        settled(lambda: len(lim._queue) + len(order) >= waiting)  # noqa: B023 - used at once
+    return order, threads
 
-    def settled(condition: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 5
-        while not condition():
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
 
-    big = threading.Thread(target=acquire, args=("big", 4.0))  # 66 more: waits for the window
-    big.start()
-    settled(lambda: len(lim._queue) == 1)
-    small = threading.Thread(target=acquire, args=("small", 0.5))  # 28 more would fit now
-    small.start()
-    settled(lambda: len(lim._queue) == 2 or bool(order))
-    assert order == []
-    clock.now = 61.0
+def release_clock(lim: RateLimiter, clock: Clock, now: float) -> None:
+    """Move the fake clock and wake the waiters."""
+    clock.now = now
     with lim._cond:
         lim._cond.notify_all()
-    big.join(5)
-    small.join(5)
-    assert order == ["big", "small"]
+
+
+def test_a_later_request_that_would_delay_the_head_waits_behind_it() -> None:
+    """First come, first served: a later request that fits now, but would leave the waiting
+    head no room at its turn, waits behind it."""
+    lim, clock = limiter(tpm=100, counts="prompt")
+    take(lim, 4.5)  # 50 tokens, leave at 60
+    clock.now = 10.0
+    take(lim, 1.25)  # 29, leave at 70
+    order, threads = in_order(lim, ("head", 6.0), ("short", 0.0))  # 59 (turn at 60), 21
+    assert order == []  # 21 fits now, but 29 + 59 + 21 > 100 at the head's turn
+    release_clock(lim, clock, 60.0)
+    settled(lambda: order == ["head"])
+    release_clock(lim, clock, 70.0)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["head", "short"]
+
+
+def test_backfilling_uses_room_the_head_cannot_use_yet() -> None:
+    """A later, smaller request goes ahead when the head still fits at its turn."""
+    lim, clock = limiter(tpm=250, counts="prompt")
+    take(lim, 16.0)  # 121 tokens, leave at 60
+    order, threads = in_order(lim, ("big", 20.0), ("small", 0.5))  # 146 (turn at 60), 25
+    settled(lambda: order == ["small"])
+    release_clock(lim, clock, 60.0)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["small", "big"]
 
 
 def test_close_and_stop_release_waiters() -> None:
