@@ -8,7 +8,7 @@ import pytest
 
 from bench.__main__ import main
 from bench.oracle import Entry, Oracle
-from bench.scenarios.pacing import sustained
+from bench.scenarios.pacing import units
 
 
 def oracle(tmp_path: Path, costs: list[int], rpm: int = 3, tpm: int = 100) -> Oracle:
@@ -34,14 +34,11 @@ def test_oracle_waits_for_the_counted_times(tmp_path: Path) -> None:
     o.http.close()
 
 
-def test_sustained_is_the_windows_average_content() -> None:
-    """Sustained throughput is what the sliding window held on average between the first and
-    the last answered request; refused requests count for nothing."""
+def test_units_are_answered_requests_or_their_audio() -> None:
+    """Throughput counts answered requests (or their audio seconds); refusals count nothing."""
     calls = [{"time": t, "status": 200, "usage": {"seconds": 120}} for t in (0, 30, 90)]
     calls.append({"time": 20, "status": 429, "usage": None})
-    # held: 1 request over [0, 30), 2 over [30, 60), 1 over [60, 90): 120 / 90
-    assert sustained(calls, "requests") == pytest.approx(120 / 90)
-    assert sustained(calls, "audio s") == pytest.approx(120 * 120 / 90)
+    assert (units(calls, "requests"), units(calls, "audio s")) == (3.0, 360.0)
 
 
 def test_oracle_sends_the_first_request_that_fits(tmp_path: Path) -> None:
