@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -107,7 +108,7 @@ def _api_and_audio(args: argparse.Namespace) -> tuple[ApiSettings, Any]:
     if args.stream:
         overrides["stream"] = True
     if overrides:
-        api = ApiSettings(**{**api.__dict__, **overrides})
+        api = dataclasses.replace(api, **overrides)
     return api, audio
 
 

@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 
 from mimo_watchd import __version__
-from mimo_watchd.errors import ConfigError
+from mimo_watchd.config import parse_listen
 from mimo_watchd.notify import Health, evaluate_health
 
 log = structlog.get_logger("mimo_watchd.metrics")
@@ -171,27 +171,6 @@ class MetricsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``"host:port"``, ``"[v6]:port"``, ``":port"`` or ``"port"`` -> (host, port).
-
-    The host defaults to 127.0.0.1 (metrics are not for the world unless asked); port 0 picks
-    a free one. Raises ConfigError naming ``metrics.listen``.
-    """
-    text = listen.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535 or (":" in host and not text.startswith("[")):
-        raise ConfigError([f"metrics.listen: expected host:port (e.g. 127.0.0.1:9464), "
-                           f"got {listen!r}"])
-    return host or "127.0.0.1", port
 
 
 def serve(listen: str, metrics: Metrics, health: Health) -> MetricsServer:

@@ -129,7 +129,8 @@ with tempfile.TemporaryDirectory() as d:
     observer.stop()
     observer.join()
     runner = HookRunner()
-    runner.submit(HookSettings(("sh", "-c", "exit 0"), None, 10.0, 0), "done", {}, {})
+    runner.submit(HookSettings(command=("sh", "-c", "exit 0"), timeout_seconds=10.0, retries=0),
+                  "done", {}, {})
     assert runner.close(10)
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind(os.path.join(d, "notify"))

@@ -1,0 +1,74 @@
+"""The logical checks: what needs several options at once, on settings that are valid one by one.
+
+``problems`` is the one place for them; ``load`` (and so ``check`` and a reload) and the
+daemon's start all call it through :func:`require_consistent`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mimo_watchd.config.settings import Settings, WatchSettings
+from mimo_watchd.errors import ConfigError
+
+_OUTPUT_FOLDERS = ("processed_dir", "failed_dir", "output_dir")
+
+
+def problems(settings: Settings) -> list[str]:
+    """Hooks with nothing to run, nested watches, output folders or the state folder inside a
+    watched tree; each as ``path: message``."""
+    found: list[str] = []
+    watches = settings.watches
+    for i, w in enumerate(watches):
+        for hook in ("on_success", "on_failure"):
+            h = getattr(w, hook)
+            if h is not None and not h.command and not h.webhook:
+                found.append(f"watches[{i}].{hook}: needs a command or a webhook")
+        for j, other in enumerate(watches):
+            if i != j and is_within(other.path, w.path):
+                if other.path == w.path:
+                    if i < j:
+                        found.append(f"watches[{j}].path: same folder as watches[{i}].path")
+                else:
+                    found.append(f"watches[{j}].path: lies inside watches[{i}].path "
+                                 f"({w.path}); a watch may not contain another")
+        for key in _OUTPUT_FOLDERS:
+            for j, other in enumerate(watches):
+                target = getattr(other, key)
+                if target is None or not is_within(target, w.path):
+                    continue
+                if target == w.path:
+                    found.append(f"watches[{j}].{key}: must not be the watched folder itself")
+                elif not _excluded(target, w):
+                    found.append(
+                        f"watches[{j}].{key}: {target} lies inside the watched folder "
+                        f"watches[{i}].path ({w.path}); move it out or exclude it "
+                        f"(e.g. exclude: ['{target.relative_to(w.path).as_posix()}/**'])")
+    for i, w in enumerate(watches):
+        if is_within(settings.state_dir, w.path):
+            found.append(f"state_dir: {settings.state_dir} lies inside watches[{i}].path")
+    return found
+
+
+def require_consistent(settings: Settings, source: str | None = None) -> None:
+    """Raises ConfigError listing every logical problem of ``settings``, if any."""
+    found = problems(settings)
+    if found:
+        raise ConfigError(found, source)
+
+
+def _excluded(target: Path, w: WatchSettings) -> bool:
+    """True when the watch never looks into the folder ``target`` inside it.
+
+    Uses the watcher's own name rules (case-insensitive, .gitignore-like globs, hidden folders
+    never walked), so the check agrees exactly with what would be watched.
+    """
+    from mimo_watchd.names import Globs, NameFilter
+
+    rules = NameFilter(w.recursive, Globs.compile(w.include), Globs.compile(w.exclude))
+    parts = target.relative_to(w.path).parts
+    return any(not rules.takes_dir("/".join(parts[: i + 1])) for i in range(len(parts)))
+
+
+def is_within(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents

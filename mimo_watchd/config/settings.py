@@ -1,0 +1,216 @@
+"""The settings: frozen dataclasses whose fields are the options (see ``schema``).
+
+Field order is the order of ``config.example.yaml``. Every class has a default for every
+option that is not required, so code and tests can build settings with keywords alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from mimo_watchd.config.schema import option, options, section, settings_class
+from mimo_watchd.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.xiaomimimo.com/v1"
+AUDIO_EXTENSIONS = (
+    "wav", "mp3", "m4a", "aac", "mp4", "ogg", "oga", "opus", "flac", "amr", "awb", "gsm",
+    "webm", "weba", "wma", "aif", "aiff", "aifc", "caf", "3gp", "mka", "wv", "spx",
+)  # fmt: skip
+DEFAULT_INCLUDE = tuple(f"*.{ext}" for ext in AUDIO_EXTENSIONS)
+LANGUAGES = ("auto", "zh", "en")
+
+
+def listen_address(listen: str) -> tuple[str, int]:
+    """``"host:port"``, ``"[v6]:port"``, ``":port"`` or ``"port"`` -> (host, port).
+
+    The host defaults to 127.0.0.1 (metrics are not for the world unless asked); port 0 picks
+    a free one. Raises ValueError for anything else.
+    """
+    text = listen.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535 or (":" in host and not text.startswith("[")):
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:9464), got {listen!r}")
+    return host or "127.0.0.1", port
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """:func:`listen_address`, raising ConfigError naming ``metrics.listen``."""
+    try:
+        return listen_address(listen)
+    except ValueError as exc:
+        raise ConfigError([f"metrics.listen: {exc}"]) from exc
+
+
+@settings_class
+class HookSettings:
+    command: tuple[str, ...] | None = option(
+        default=None, example=("/usr/local/bin/notify-transcript",),
+        help="argv of a program to run (never through a shell); gets the paths as arguments "
+        "and MIMO_WATCHD_* environment variables")
+    webhook: str | None = option(
+        default=None, example="http://127.0.0.1:8080/mimo-done",
+        help="URL that receives a POST of the sidecar JSON")
+    timeout_seconds: float = option(
+        default=30.0, minimum=0.1, help="how long a hook may run before it is abandoned")
+    retries: int = option(
+        default=3, minimum=0, maximum=20, help="extra webhook attempts after a failure")
+
+
+@settings_class
+class WatchSettings:
+    path: Path = option(example="./inbox", help="folder to watch")
+    recursive: bool = option(default=True, help="also watch sub-folders")
+    include: tuple[str, ...] = option(
+        default=DEFAULT_INCLUDE,
+        help="globs of files to take, case-insensitive, read like .gitignore lines: without "
+        "'/' a glob matches a name, with '/' the path relative to the watch (default: audio "
+        "extensions)")
+    exclude: tuple[str, ...] = option(
+        default=(),
+        help="globs never to take (same rules as include); excluding a folder excludes "
+        "everything below it, e.g. 'processed/**' or 'archive'")
+    language: str | None = option(
+        default=None, choices=LANGUAGES, example="zh",
+        help="language for this watch (auto|zh|en); default: api.language")
+    processed_dir: Path = option(example="./processed", help="where transcribed audio is moved")
+    failed_dir: Path = option(
+        example="./failed", help="where audio that failed is moved, with NAME.error.json")
+    output_dir: Path | None = option(
+        default=None, example="./transcripts",
+        help="put sidecars here instead of beside the processed audio")
+    polling: bool = option(
+        default=False, help="poll instead of inotify (NFS/SMB shares give no events)")
+    poll_interval_seconds: float = option(default=5.0, minimum=0.1, help="polling interval")
+    settle_seconds: float = option(
+        default=2.0, minimum=0.0,
+        help="size and mtime must stay unchanged this long before a file is taken")
+    on_success: HookSettings | None = option(
+        default=None, example={"command": ["/usr/local/bin/notify-transcript"], "webhook": None},
+        help="hook run after a file is transcribed")
+    on_failure: HookSettings | None = option(
+        default=None, example={"command": None, "webhook": "http://127.0.0.1:8080/mimo-failed"},
+        help="hook run after a file is moved to failed_dir")
+
+
+@settings_class
+class ApiSettings:
+    base_url: str = option(
+        default=DEFAULT_BASE_URL, help="API base URL; env MIMO_BASE_URL overrides")
+    api_key_env: str = option(
+        default="MIMO_API_KEY", help="environment variable holding the API key")
+    api_key_file: Path | None = option(
+        default=None, example="/etc/mimo-watchd/api-key",
+        help="file holding the API key (instead of the environment); "
+        "$CREDENTIALS_DIRECTORY/mimo-api-key is also tried")
+    auth_header: str = option(
+        default="api-key", choices=("api-key", "bearer"), help="how the key is sent")
+    model: str = option(default="mimo-v2.5-asr", help="model name")
+    language: str = option(default="auto", choices=LANGUAGES, help="transcription language")
+    stream: bool = option(default=False, help="use server-sent events for responses")
+    requests_per_minute: int = option(
+        default=90, minimum=1, help="client-side request budget (account limit: 100)")
+    tokens_per_minute: int = option(
+        default=9000, minimum=100, help="client-side token budget (account limit: 10000)")
+    max_concurrency: int = option(
+        default=3, minimum=1, maximum=64, help="requests in flight at once")
+    max_retries: int = option(
+        default=4, minimum=0, maximum=20, help="retries of a transient failure within one attempt")
+    backoff_initial_seconds: float = option(default=1.0, minimum=0.0, help="first retry delay")
+    backoff_max_seconds: float = option(default=60.0, minimum=0.0, help="retry delay cap")
+    connect_timeout_seconds: float = option(
+        default=10.0, minimum=0.1, help="TCP/TLS connect timeout")
+    timeout_base_seconds: float = option(
+        default=30.0, minimum=0.1, help="read/write timeout for a request")
+    timeout_per_audio_second: float = option(
+        default=0.2, minimum=0.0, help="added to read/write timeouts per second of audio")
+    max_request_b64_chars: int = option(
+        default=9_500_000, minimum=50_000, maximum=10_485_760,
+        help="largest base64 audio string sent in one request")
+
+
+@settings_class
+class AudioSettings:
+    max_chunk_seconds: float = option(
+        default=300.0, minimum=5.0, maximum=900.0, help="longest audio sent in one request")
+    chunk_format: str = option(
+        default="mp3", choices=("mp3", "wav"), help="encoding of transcoded audio and chunks")
+    silence_threshold_db: float = option(
+        default=-40.0, minimum=-120.0, maximum=0.0,
+        help="level (dBFS) under which audio counts as silence")
+    silence_search_seconds: float = option(
+        default=30.0, minimum=0.0, help="window before a chunk's end searched for silence")
+    overlap_seconds: float = option(
+        default=2.0, minimum=0.0, help="overlap of chunks cut where no silence exists")
+
+
+@settings_class
+class LogSettings:
+    level: str = option(
+        default="info", choices=("debug", "info", "warning", "error"), help="minimum level")
+    format: str = option(
+        default="auto", choices=("auto", "json", "console"),
+        help="json lines, console, or auto (json when not a terminal)")
+
+
+@settings_class
+class MetricsSettings:
+    listen: str | None = option(
+        default=None, example="127.0.0.1:9464", check=listen_address,
+        help="host:port to serve /metrics and /healthz; off when empty")
+
+
+@settings_class
+class Settings:
+    api: ApiSettings = section(default_factory=ApiSettings, help="how to reach the MiMo API")
+    audio: AudioSettings = section(
+        default_factory=AudioSettings, help="audio preparation and splitting of long recordings")
+    state_dir: Path = option(
+        default=Path("state"),
+        help="folder for the ledger (SQLite) and runtime files; when unset, systemd's "
+        "$STATE_DIRECTORY if set, else ./state")
+    on_duplicate: str = option(
+        default="reuse", choices=("reuse", "transcribe", "skip"),
+        help="same content seen again: reuse the earlier transcript, transcribe again, or skip "
+        "(move to processed without outputs)")
+    max_attempts: int = option(
+        default=5, minimum=1, maximum=100,
+        help="attempts of a file with transient failures before it fails")
+    max_interruptions: int = option(
+        default=3, minimum=1, maximum=1000,
+        help="times the daemon may die (crash, out-of-memory kill, kill -9) while processing "
+        "one file, with no progress in between, before that file goes to failed_dir instead of "
+        "being tried again")
+    retry_delay_seconds: float = option(
+        default=60.0, minimum=0.0,
+        help="first delay before a failed attempt is tried again (doubles each attempt)")
+    incomplete_timeout_seconds: float = option(
+        default=600.0, minimum=0.0,
+        help="how long a file that does not probe as whole audio is re-checked before it fails")
+    rescan_interval_seconds: float = option(
+        default=300.0, minimum=1.0, help="full rescan of every watch")
+    pause_probe_seconds: float = option(
+        default=60.0, minimum=0.1,
+        help="while paused by an operator problem, retry this often")
+    shutdown_timeout_seconds: float = option(
+        default=60.0, minimum=0.0, help="on SIGTERM, wait this long for in-flight jobs")
+    worker_stall_seconds: float = option(
+        default=900.0, minimum=0.5,
+        help="a job making no progress this long counts as hung: health turns bad and systemd "
+        "watchdog pings stop")
+    log: LogSettings = section(default_factory=LogSettings, help="logging")
+    metrics: MetricsSettings = section(
+        default_factory=MetricsSettings, help="Prometheus metrics and health endpoint")
+    watches: tuple[WatchSettings, ...] = option(help="folders to watch")
+    # The file these settings were read from: not an option.
+    source: Path | None = dataclasses.field(default=None)
+
+
+SCHEMA = options(Settings)
