@@ -116,7 +116,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     """Transcribes each file; sidecars beside it (or in --output-dir); the input is untouched."""
     from mimo_watchd.client import MimoClient
     from mimo_watchd.outputs import transcript_document, write_sidecars
-    from mimo_watchd.pipeline import FileTranscriber
+    from mimo_watchd.transcription import FileTranscriber
 
     progress = _Progress(len(args.files))
     # On a terminal the progress lines are the per-file summary; logs keep to warnings.

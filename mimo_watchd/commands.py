@@ -16,6 +16,7 @@ from typing import Any
 from mimo_watchd.config import Secret, Settings, load, resolve_api_key
 from mimo_watchd.errors import ApiError, ConfigError, JobError
 from mimo_watchd.fsutil import free_stem, safe_move
+from mimo_watchd.timestamps import iso_seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_API, EXIT_CONFIG = 0, 1, 69, 78
 
@@ -55,7 +56,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts = ledger.counts()
         failures = [{"path": j.path, "moved_to": j.final_path, "reason": j.last_error,
                      "attempts": j.attempts,
-                     "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(j.updated_at))}
+                     "at": iso_seconds(j.updated_at)}
                     for j in ledger.recent_failures(args.failures)]
     finally:
         ledger.close()

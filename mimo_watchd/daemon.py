@@ -26,15 +26,15 @@ from mimo_watchd import audio
 from mimo_watchd.client import MimoClient
 from mimo_watchd.config import Settings, WatchSettings, load, resolve_api_key
 from mimo_watchd.errors import ConfigError, MimoWatchdError
-from mimo_watchd.fsutil import atomic_write, remove_stale_temps
+from mimo_watchd.fsutil import atomic_write, remove_stale_temps, sha256_file
 from mimo_watchd.hooks import HookRunner
 from mimo_watchd.jobs import JobRunner, Outcome
 from mimo_watchd.ledger import Ledger
 from mimo_watchd.metrics import Metrics, MetricsServer, serve
 from mimo_watchd.notify import Notifier, WatchdogPinger
 from mimo_watchd.outputs import dumps
-from mimo_watchd.pipeline import now_iso, sha256_file
 from mimo_watchd.settle import Ready, Settler
+from mimo_watchd.timestamps import iso_seconds, now_iso
 from mimo_watchd.watcher import WatchSet
 
 log = structlog.get_logger("mimo_watchd.daemon")
@@ -247,7 +247,7 @@ class Daemon:
         except OSError as exc:
             log.warning("intake.unreadable", path=str(path), reason=exc.strerror)
             return
-        arrived = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ready.arrived_at))
+        arrived = iso_seconds(ready.arrived_at)
         job = self.ledger.enqueue(watch=str(ready.watch.path), path=str(path), size=st.st_size,
                                   mtime_ns=st.st_mtime_ns, sha256=digest, arrived_at=arrived)
         log.debug("intake.queued", path=str(path), job=job.id)
@@ -404,7 +404,7 @@ class Daemon:
         return {
             "pid": os.getpid(),
             "updated_at": now_iso(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "started_at": iso_seconds(self.started),
             "paused": self.pause.reason is not None,
             "paused_reason": self.pause.reason,
             "in_progress": self.in_progress,

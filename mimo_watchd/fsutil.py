@@ -5,12 +5,14 @@
 - ``safe_move``: hard link + unlink within a file system (atomic and no-clobber), copy + fsync +
   unlink across file systems; the source is removed only once the copy is durable.
 - ``free_stem``: a file stem under which none of the given names exist yet ("call", "call-1", …).
+- ``sha256_file``: the content hash that identifies a recording.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -152,6 +154,10 @@ def remove_stale_temps(folder: Path, *, older_than: float) -> int:
     return removed
 
 
-def is_within(path: Path, root: Path) -> bool:
-    """True when ``path`` is ``root`` or below it (purely lexical; resolve both first)."""
-    return path == root or root in path.parents
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of the file's content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1024 * 1024):
+            h.update(block)
+    return h.hexdigest()

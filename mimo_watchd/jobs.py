@@ -25,7 +25,7 @@ from mimo_watchd.errors import (
 )
 from mimo_watchd.ledger import Job, State
 from mimo_watchd.outputs import error_document, transcript_document
-from mimo_watchd.pipeline import FileTranscriber
+from mimo_watchd.transcription import FileTranscriber
 
 if TYPE_CHECKING:
     from mimo_watchd.daemon import Daemon

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mimo_watchd import __version__
 from mimo_watchd.errors import ApiError, MimoWatchdError
 from mimo_watchd.fsutil import atomic_write
+from mimo_watchd.timestamps import iso_seconds
 
 SCHEMA = "mimo-watchd/transcript@1"
 ERROR_SCHEMA = "mimo-watchd/error@1"
@@ -27,7 +27,7 @@ class Sidecars:
 
 def transcript_document(result: Any, *, source_path: Path, original_path: Path,
                         arrived_at: str | None = None) -> dict[str, Any]:
-    """The versioned JSON sidecar for a ``pipeline.TranscriptResult``."""
+    """The versioned JSON sidecar for a ``transcription.TranscriptResult``."""
     info = result.info
     return {
         "schema": SCHEMA,
@@ -79,7 +79,7 @@ def error_document(exc: BaseException, *, source_path: Path, original_path: Path
         "api_error": None,
         "request_id": None,
         "attempts": attempts,
-        "failed_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "failed_at": iso_seconds(),
         "tool": {"name": "mimo-watchd", "version": __version__},
     }
     if isinstance(exc, ApiError):

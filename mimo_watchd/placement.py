@@ -16,8 +16,9 @@ from typing import Any
 from mimo_watchd import crashpoints, fsutil
 from mimo_watchd.config import WatchSettings
 from mimo_watchd.errors import JobError
-from mimo_watchd.fsutil import atomic_write, is_within, safe_move
+from mimo_watchd.fsutil import atomic_write, safe_move, sha256_file
 from mimo_watchd.outputs import ERROR_SUFFIX, SIDECAR_SUFFIXES, dumps, write_sidecars
+from mimo_watchd.paths import relative_to
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,10 @@ class Plan:
 
 def relative_parent(watch: WatchSettings, source: Path) -> Path:
     """The sub-folder of ``source`` below the watch root ('.' for files at the top)."""
-    root = Path(os.path.abspath(watch.path))
-    src = Path(os.path.abspath(source))
-    if not is_within(src, root):
+    rel = relative_to(os.path.abspath(watch.path), os.path.abspath(source))
+    if not rel:
         raise JobError(f"{source} is not inside the watched folder {watch.path}")
-    return src.parent.relative_to(root)
+    return Path(rel).parent
 
 
 def choose(watch: WatchSettings, source: Path, kind: str) -> Plan:
@@ -143,6 +143,4 @@ def _same(a: Path, b: Path) -> bool:
         return False
     if sa.st_size != sb.st_size:
         return False
-    from mimo_watchd.pipeline import sha256_file
-
     return sha256_file(a) == sha256_file(b)

@@ -38,6 +38,7 @@ from pathlib import Path
 from mimo_watchd import writers
 from mimo_watchd.config import WatchSettings
 from mimo_watchd.errors import IncompleteAudioError
+from mimo_watchd.paths import relative_to
 from mimo_watchd.watcher import Arrival
 
 _WHOLE_EVENTS = frozenset({"closed", "moved"})
@@ -229,7 +230,7 @@ class Settler:
         # The file itself is no symlink (lstat said so): resolving its folder is enough.
         root = _real_dir(e.watch.path, real_dirs)
         e.real = os.path.join(_real_dir(e.path.parent, real_dirs), e.path.name)
-        if not e.real.startswith(root.rstrip("/") + "/"):
+        if not relative_to(root, e.real):
             self._entries.pop(e.path, None)  # reached through a symlink out of the tree
             return False
         return True

@@ -45,7 +45,6 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from mimo_watchd.config import WatchSettings
-from mimo_watchd.names import accepts, name_filter, relative
 from mimo_watchd.observers import (
     LIMIT_ERRORS,
     alive,
@@ -54,7 +53,8 @@ from mimo_watchd.observers import (
     limit_reason,
     polling_observer,
 )
-from mimo_watchd.scanning import prefixes, scan
+from mimo_watchd.paths import relative_to
+from mimo_watchd.scanning import accepts, scan, takes_folder
 
 __all__ = ["Arrival", "WatchSet", "accepts", "scan"]
 
@@ -97,11 +97,8 @@ class _Watched:
 
     def outer(self, raw: bytes | str) -> Path | None:
         """An event path (below the real root) as a path below the configured root."""
-        path = os.fsdecode(raw)
-        root = self.real_root
-        if path != root and not path.startswith(root.rstrip("/") + "/"):
-            return None
-        return self.watch.path / path[len(root) :].lstrip("/")
+        rel = relative_to(self.real_root, os.fsdecode(raw))
+        return None if rel is None else self.watch.path / rel
 
 
 class _Handler(FileSystemEventHandler):
@@ -129,9 +126,8 @@ class _Handler(FileSystemEventHandler):
         if path is None:
             return
         if event.is_directory:
-            rel = relative(w.watch.path, path)
-            filt = name_filter(w.watch)
-            if rel and all(filt.takes_dir(p) for p in prefixes(rel)):
+            rel = relative_to(w.watch.path, path)
+            if rel and takes_folder(w.watch, rel):
                 kind = "poll" if self._polling else "moved" if moved else "scan"
                 self._owner._request(_Job("scan", w, path, kind))
             return
@@ -299,8 +295,8 @@ class WatchSet:
 
         def takes_dir(real: str) -> bool:  # a folder below the real root worth a watch
             path = w.outer(real)
-            rel = None if path is None else relative(w.watch.path, path)
-            return rel is None or all(name_filter(w.watch).takes_dir(p) for p in prefixes(rel))
+            rel = None if path is None else relative_to(w.watch.path, path)
+            return not rel or takes_folder(w.watch, rel)
 
         return inotify_observer(_Handler(self, w, polling=False), w.real_root,
                                 recursive=w.watch.recursive, on_overflow=on_overflow,

@@ -15,7 +15,7 @@ from mimo_watchd.client import MimoClient
 from mimo_watchd.config import Secret, default_api_settings, default_audio_settings
 from mimo_watchd.emulator import Emulator, EmulatorConfig, FaultRule, tones
 from mimo_watchd.errors import PermanentApiError
-from mimo_watchd.pipeline import FileTranscriber
+from mimo_watchd.transcription import FileTranscriber
 from tests.daemon_support import DaemonProcess, Layout
 
 COMMON = [w for w in tones.WORDS if w not in ("scarlet", "ivory")]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from mimo_watchd.config.settings import Settings, WatchSettings
 from mimo_watchd.errors import ConfigError
+from mimo_watchd.names import name_filter
+from mimo_watchd.paths import is_within
 
 _OUTPUT_FOLDERS = ("processed_dir", "failed_dir", "output_dir")
 
@@ -63,12 +65,6 @@ def _excluded(target: Path, w: WatchSettings) -> bool:
     Uses the watcher's own name rules (case-insensitive, .gitignore-like globs, hidden folders
     never walked), so the check agrees exactly with what would be watched.
     """
-    from mimo_watchd.names import Globs, NameFilter
-
-    rules = NameFilter(w.recursive, Globs.compile(w.include), Globs.compile(w.exclude))
+    rules = name_filter(w.recursive, w.include, w.exclude)
     parts = target.relative_to(w.path).parts
     return any(not rules.takes_dir("/".join(parts[: i + 1])) for i in range(len(parts)))
-
-
-def is_within(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents

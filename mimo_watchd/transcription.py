@@ -1,4 +1,4 @@
-"""One file end to end: prepare the audio, transcribe its chunks in parallel, join the text.
+"""One file's transcript: prepare the audio, transcribe its chunks in parallel, join the text.
 
 Used by both ``mimo-watchd transcribe`` and the daemon. Chunks are pulled lazily from the
 audio layer (bounded memory) and sent concurrently within the client's shared limits. Each
@@ -8,12 +8,10 @@ journal is never sent again, so a retry or a restart re-sends only what is missi
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +20,8 @@ from mimo_watchd.audio import AudioInfo, prepare
 from mimo_watchd.client import MimoClient, Transcript, parse_completion
 from mimo_watchd.config import AudioSettings
 from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, TransientApiError
+from mimo_watchd.fsutil import sha256_file
+from mimo_watchd.timestamps import now_iso
 
 USAGE_FIELDS = ("seconds", "prompt_tokens", "completion_tokens", "total_tokens", "audio_tokens")
 MIN_RESPLIT_SECONDS = 4.0
@@ -92,18 +92,6 @@ def sum_usage(chunks: list[ChunkResult]) -> dict[str, int]:
         for k, v in flat_usage(c.usage).items():
             total[k] += v
     return total
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def span_key(start: float, end: float) -> str:
