@@ -16,6 +16,8 @@ from typing import Any
 from mimo_watchd.config import Secret, Settings, load, resolve_api_key
 from mimo_watchd.errors import ApiError, ConfigError, JobError
 from mimo_watchd.fsutil import free_stem, safe_move
+from mimo_watchd.ledger import Ledger, State, open_ledger
+from mimo_watchd.outputs import ERROR_SUFFIX
 from mimo_watchd.timestamps import iso_seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_API, EXIT_CONFIG = 0, 1, 69, 78
@@ -27,10 +29,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return daemon.run(args.config, once=args.once)
 
 
-def _ledger(settings: Settings) -> Any:
-    from mimo_watchd.ledger import Ledger
-
-    return Ledger(settings.state_dir)
+def _ledger(settings: Settings) -> Ledger:
+    return open_ledger(settings.state_dir)
 
 
 def _runtime_status(settings: Settings) -> dict[str, Any]:
@@ -89,9 +89,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Moves failed files back to where they arrived, so the daemon takes them again."""
-    from mimo_watchd.ledger import State
-    from mimo_watchd.outputs import ERROR_SUFFIX
-
     if not args.failed and not args.paths:
         print("retry: give --failed or the failed files' paths", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from mimo_watchd.errors import ConfigError, MimoWatchdError
 from mimo_watchd.fsutil import atomic_write, remove_stale_temps, sha256_file
 from mimo_watchd.hooks import HookRunner
 from mimo_watchd.jobs import JobRunner, Outcome
-from mimo_watchd.ledger import Ledger
+from mimo_watchd.ledger import open_ledger
 from mimo_watchd.metrics import Metrics, MetricsServer, serve
 from mimo_watchd.notify import Notifier, WatchdogPinger
 from mimo_watchd.outputs import dumps
@@ -62,7 +62,7 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.once = once
-        self.ledger = Ledger(settings.state_dir)
+        self.ledger = open_ledger(settings.state_dir)
         self.metrics = Metrics()
         self.client = self._new_client(settings)
         self.retired_clients: list[MimoClient] = []

@@ -1,8 +1,8 @@
 """The one error hierarchy of mimo-watchd.
 
-Every failure the program reasons about is one of these; foreign exceptions (httpx, PyAV,
-sqlite3, OSError from moves) are translated at exactly one boundary each and chained with
-``from exc``::
+Every failure the program reasons about is one of these; foreign exceptions (httpx in the
+client, PyAV in audio, sqlite3 in the ledger, OSError from the file system in the job runner)
+are translated at exactly one boundary each and chained with ``from exc``::
 
     MimoWatchdError
     ├── ConfigError                 invalid configuration; every problem listed with its key path
@@ -14,9 +14,10 @@ sqlite3, OSError from moves) are translated at exactly one boundary each and cha
     │   ├── TransientApiError       429, 5xx, timeouts, dropped connections, stream without [DONE]
     │   │   └── RateLimitedError    429 specifically (slows the whole client down)
     │   └── OperatorError           401, 402, 403, 404: needs a human; pause all API work
-    └── JobError                    a file could not be processed for a reason of its own
-        │                           (unsafe path, move failed, vanished)
-        └── CrashLoopError          the daemon died while processing it, again and again
+    ├── JobError                    a file could not be processed for a reason of its own
+    │   │                           (unsafe path, move failed, vanished)
+    │   └── CrashLoopError          the daemon died while processing it, again and again
+    └── LedgerError                 the ledger's storage failed (sqlite3 errors, translated)
 
 ``retryable`` says whether trying the same request again later can succeed; ``pauses`` says
 whether the whole daemon must stop calling the API until an operator fixes something.
@@ -72,6 +73,10 @@ class CrashLoopError(JobError):
     """The daemon died (crash, out-of-memory kill, kill -9) while processing this file, again
     and again without progress: most likely the file itself kills it, so it is not tried
     again automatically."""
+
+
+class LedgerError(MimoWatchdError):
+    """The ledger could not be read or written (disk full, corrupt file, locked, closed)."""
 
 
 class ApiError(MimoWatchdError):

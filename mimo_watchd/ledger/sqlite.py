@@ -1,11 +1,9 @@
-"""The ledger: every file's identity and state, and the journal of paid API responses.
+"""The SQLite ledger: one file in WAL mode under ``state_dir``, one connection, one lock.
 
-SQLite in WAL mode under ``state_dir``. A job moves ``QUEUED -> PROCESSING -> DONE | FAILED``;
-a transient failure puts it back to ``QUEUED`` with a ``next_attempt_at``. Responses are
-journaled per content (sha256), model, language and audio span the moment they arrive, with a
-synchronous=FULL commit, so neither a crash nor a re-queue ever pays for the same audio twice.
-Where the outputs of a job go is recorded *before* they are written (``plan``), so recovery
-after a crash mid-write or mid-move finishes the same placement instead of starting another.
+Transactions are short; journaled responses and recorded plans commit with synchronous=FULL
+(they must survive a power cut), everything else with NORMAL (it survives a killed process).
+``sqlite3`` errors are translated into ``LedgerError`` here, at the ledger's boundary, and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -16,10 +14,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from mimo_watchd.errors import LedgerError
+from mimo_watchd.ledger.interface import Job, State
 
 SCHEMA_VERSION = 2  # 2: jobs.interruptions
 _SCHEMA = """
@@ -60,66 +59,44 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class State(StrEnum):
-    QUEUED = "QUEUED"
-    PROCESSING = "PROCESSING"
-    DONE = "DONE"
-    FAILED = "FAILED"
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"], watch=row["watch"], path=row["path"], size=row["size"],
+        mtime_ns=row["mtime_ns"], sha256=row["sha256"], state=State(row["state"]),
+        attempts=row["attempts"], interruptions=row["interruptions"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"], arrived_at=row["arrived_at"],
+        plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
+        result=json.loads(row["result_json"]) if row["result_json"] else None,
+        final_path=row["final_path"], outcome=row["outcome"], updated_at=row["updated_at"])
 
 
-ACTIVE = (State.QUEUED, State.PROCESSING)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    watch: str
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    state: State
-    attempts: int
-    interruptions: int  # unclean stops of the daemon while this job ran, since its last progress
-    next_attempt_at: float
-    last_error: str | None
-    arrived_at: str | None
-    plan: dict[str, Any] | None
-    result: dict[str, Any] | None
-    final_path: str | None
-    outcome: str | None
-    updated_at: float
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        return cls(
-            id=row["id"], watch=row["watch"], path=row["path"], size=row["size"],
-            mtime_ns=row["mtime_ns"], sha256=row["sha256"], state=State(row["state"]),
-            attempts=row["attempts"], interruptions=row["interruptions"],
-            next_attempt_at=row["next_attempt_at"],
-            last_error=row["last_error"], arrived_at=row["arrived_at"],
-            plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
-            result=json.loads(row["result_json"]) if row["result_json"] else None,
-            final_path=row["final_path"], outcome=row["outcome"], updated_at=row["updated_at"])
-
-
-class Ledger:
-    """Thread-safe access to the SQLite ledger (one connection, one lock, short transactions)."""
+class SqliteLedger:
+    """The ``Ledger`` on SQLite (thread-safe: one connection, one lock, short transactions)."""
 
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / "ledger.sqlite3"
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL survives a killed process (the WAL is in the OS cache); journaled responses
-        # additionally commit with FULL so they survive a power cut too.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with self._translated():
+            self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                       isolation_level=None, timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL survives a killed process (the WAL is in the OS cache); journaled responses
+            # additionally commit with FULL so they survive a power cut too.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
         self._migrate()
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The boundary: a ``sqlite3.Error`` inside becomes a ``LedgerError``."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: {type(exc).__name__}: {exc}") from exc
 
     def _migrate(self) -> None:
         """Brings a ledger written by an older version up to ``SCHEMA_VERSION``."""
@@ -132,12 +109,12 @@ class Ledger:
                        (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._translated():
             self._db.close()
 
     @contextmanager
     def _tx(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._translated():
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("BEGIN IMMEDIATE")
@@ -152,27 +129,26 @@ class Ledger:
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
 
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock, self._translated():
+            return self._db.execute(sql, args).fetchall()
+
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Job | None:
-        with self._lock:
-            row = self._db.execute(sql, args).fetchone()
-        return Job.from_row(row) if row else None
+        rows = self._rows(sql + " LIMIT 1", args)
+        return _job(rows[0]) if rows else None
+
+    def get(self, job_id: int) -> Job | None:
+        """The job with this id, if any."""
+        return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
 
     # --- intake -------------------------------------------------------------------------
 
     def active_for_path(self, path: str) -> Job | None:
-        """The QUEUED or PROCESSING job of this path, if any."""
         return self._one("SELECT * FROM jobs WHERE path=? AND state IN ('QUEUED','PROCESSING') "
-                         "ORDER BY id DESC LIMIT 1", (path,))
-
-    def known_identity(self, path: str, size: int, mtime_ns: int) -> Job | None:
-        """The newest job of exactly this file (path, size, mtime), in any state."""
-        return self._one("SELECT * FROM jobs WHERE path=? AND size=? AND mtime_ns=? "
-                         "ORDER BY id DESC LIMIT 1", (path, size, mtime_ns))
+                         "ORDER BY id DESC", (path,))
 
     def enqueue(self, *, watch: str, path: str, size: int, mtime_ns: int, sha256: str,
-                arrived_at: str, state: State = State.QUEUED,
-                last_error: str | None = None) -> Job:
-        """A new job for a file that arrived (or an active job of its path, updated)."""
+                arrived_at: str) -> Job:
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT id, state FROM jobs WHERE path=? AND state IN "
@@ -186,33 +162,28 @@ class Ledger:
             else:
                 cur = db.execute(
                     "INSERT INTO jobs (watch, path, size, mtime_ns, sha256, state, arrived_at, "
-                    "created_at, updated_at, last_error) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (watch, path, size, mtime_ns, sha256, str(state), arrived_at, now, now,
-                     last_error))
+                    "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (watch, path, size, mtime_ns, sha256, str(State.QUEUED), arrived_at, now,
+                     now))
                 job_id = cur.lastrowid
         job = self.get(int(job_id or 0))
         assert job is not None
         return job
 
     def done_with_content(self, sha256: str, *, exclude_id: int | None = None) -> Job | None:
-        """The newest DONE job that transcribed this content (for the duplicate policy)."""
         return self._one("SELECT * FROM jobs WHERE sha256=? AND state='DONE' AND id IS NOT ? "
-                         "AND result_json IS NOT NULL ORDER BY id DESC LIMIT 1",
-                         (sha256, exclude_id))
+                         "AND result_json IS NOT NULL ORDER BY id DESC", (sha256, exclude_id))
 
     # --- the work loop ------------------------------------------------------------------
 
     def claim(self, now: float | None = None, *, one_per_content: bool = True) -> Job | None:
-        """Takes the oldest due QUEUED job and marks it PROCESSING (one attempt more).
+        """See ``Ledger.claim``. Two copies arriving together are paid for once: the second
+        waits, then reuses the first's journaled responses or result.
 
-        With ``one_per_content``, a job whose content (sha256) is already being processed
-        waits, so two copies arriving together are paid for once (the second reuses the
-        first's journaled responses or result).
-
-        A job that was running when the daemon died (``interruptions`` > 0) runs alone: it
-        waits until nothing else is processing, and nothing else is taken while it runs. A
-        later crash is then its own, and the files that merely shared the daemon with a file
-        that crashes it are never counted again with it.
+        A job that was running when the daemon died (``interruptions`` > 0) waits until nothing
+        else is processing, and nothing else is taken while it runs. A later crash is then its
+        own, and the files that merely shared the daemon with a file that crashes it are never
+        counted again with it.
         """
         now = time.time() if now is None else now
         busy = ("AND sha256 NOT IN (SELECT sha256 FROM jobs WHERE state='PROCESSING') "
@@ -232,7 +203,6 @@ class Ledger:
         return self.get(row["id"])
 
     def claim_job(self, job_id: int) -> Job | None:
-        """Marks this QUEUED job PROCESSING (for work the scheduler does itself)."""
         with self._tx() as db:
             cur = db.execute("UPDATE jobs SET state='PROCESSING', attempts=attempts+1, "
                              "updated_at=? WHERE id=? AND state='QUEUED'", (time.time(), job_id))
@@ -241,18 +211,14 @@ class Ledger:
         return self.get(job_id)
 
     def next_due_in(self, now: float | None = None) -> float | None:
-        """Seconds until the next QUEUED job is due (0 if one is due now), None if none."""
         now = time.time() if now is None else now
-        with self._lock:
-            row = self._db.execute("SELECT MIN(next_attempt_at) AS t FROM jobs "
-                                   "WHERE state='QUEUED'").fetchone()
-        if row is None or row["t"] is None:
+        (row,) = self._rows("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state='QUEUED'")
+        if row["t"] is None:
             return None
         return max(0.0, float(row["t"]) - now)
 
     def requeue(self, job_id: int, *, delay: float = 0.0, error: str | None = None,
                 refund_attempt: bool = False) -> None:
-        """Back to QUEUED, due after ``delay``; ``refund_attempt`` for operator pauses."""
         now = time.time()
         with self._tx() as db:
             db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, last_error=?, "
@@ -260,7 +226,6 @@ class Ledger:
                        (now + delay, error, 1 if refund_attempt else 0, now, job_id))
 
     def set_plan(self, job_id: int, plan: dict[str, Any], result: dict[str, Any]) -> None:
-        """Records where the outputs will go, and the finished transcript, before writing."""
         with self._tx(durable=True) as db:
             db.execute("UPDATE jobs SET plan_json=?, result_json=?, updated_at=? WHERE id=?",
                        (json.dumps(plan), json.dumps(result, ensure_ascii=False), time.time(),
@@ -275,11 +240,8 @@ class Ledger:
                         json.dumps(error_doc, ensure_ascii=False) if error_doc else None,
                         time.time(), job_id))
 
-    def get(self, job_id: int) -> Job | None:
-        return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
-
     def recover(self, *, unclean: bool) -> int:
-        """Jobs left PROCESSING go back to QUEUED, due now. Returns how many.
+        """See ``Ledger.recover``.
 
         At start (``unclean``: the previous daemon died mid-job, by a crash, an out-of-memory
         kill or kill -9) each such job counts one interruption more; the count is cleared when
@@ -298,7 +260,6 @@ class Ledger:
             return cur.rowcount
 
     def reset_retry_times(self) -> None:
-        """Makes every queued job due now (after a pause ends or on ``--once``)."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET next_attempt_at=0 WHERE state='QUEUED'")
 
@@ -306,7 +267,6 @@ class Ledger:
 
     def record_response(self, *, sha256: str, variant: str, span: str, job_id: int,
                         raw: dict[str, Any]) -> None:
-        """Journals a paid response, durably, before anything else happens with it."""
         with self._tx(durable=True) as db:
             db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?)",
                        (sha256, variant, span, job_id, json.dumps(raw, ensure_ascii=False),
@@ -317,49 +277,27 @@ class Ledger:
 
     def lookup_response(self, *, sha256: str, variant: str, span: str,
                         job_id: int | None = None) -> dict[str, Any] | None:
-        """A journaled response for this content and span (of this job only, if given)."""
         sql = "SELECT raw FROM responses WHERE sha256=? AND variant=? AND span=?"
         args: tuple[Any, ...] = (sha256, variant, span)
         if job_id is not None:
             sql += " AND job_id=?"
             args += (job_id,)
-        with self._lock:
-            row = self._db.execute(sql + " ORDER BY received_at DESC LIMIT 1", args).fetchone()
-        return json.loads(row["raw"]) if row else None
-
-    def journaled_spans(self, job_id: int) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COUNT(*) AS n FROM responses WHERE job_id=?",
-                                   (job_id,)).fetchone()
-        return int(row["n"])
+        rows = self._rows(sql + " ORDER BY received_at DESC LIMIT 1", args)
+        return json.loads(rows[0]["raw"]) if rows else None
 
     # --- reporting ----------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            found = {r["state"]: r["n"] for r in rows}
+        found = {r["state"]: r["n"]
+                 for r in self._rows("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
         return {s.value: found.get(s.value, 0) for s in State}
 
     def recent_failures(self, limit: int = 10) -> list[Job]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs WHERE state='FAILED' "
-                                    "ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
-        return [Job.from_row(r) for r in rows]
+        return [_job(r) for r in self._rows("SELECT * FROM jobs WHERE state='FAILED' "
+                                            "ORDER BY updated_at DESC LIMIT ?", (limit,))]
 
     def jobs(self, state: State | None = None) -> list[Job]:
         sql, args = "SELECT * FROM jobs", tuple[str, ...]()
         if state is not None:
             sql, args = sql + " WHERE state=?", (str(state),)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
-        return [Job.from_row(r) for r in rows]
-
-    def set_meta(self, key: str, value: Any) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-
-    def get_meta(self, key: str) -> Any:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row["value"]) if row else None
+        return [_job(r) for r in self._rows(sql + " ORDER BY id", args)]
