@@ -24,12 +24,7 @@ from mimo_watchd.config import (
     resolve_api_key,
 )
 from mimo_watchd.errors import ConfigError, MimoWatchdError
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_API = 69  # EX_UNAVAILABLE: the API refused (auth, balance, network)
-EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus= uses it
+from mimo_watchd.exitcodes import ExitCode
 
 log = structlog.get_logger("mimo_watchd.cli")
 
@@ -91,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(commands, f"cmd_{args.command}")(args))
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def _api_and_audio(args: argparse.Namespace) -> tuple[ApiSettings, Any]:
@@ -115,7 +110,8 @@ def _api_and_audio(args: argparse.Namespace) -> tuple[ApiSettings, Any]:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     """Transcribes each file; sidecars beside it (or in --output-dir); the input is untouched."""
     from mimo_watchd.client import MimoClient
-    from mimo_watchd.outputs import transcript_document, write_sidecars
+    from mimo_watchd.outputs import write_sidecars
+    from mimo_watchd.records import Transcribed
     from mimo_watchd.transcription import FileTranscriber
 
     progress = _Progress(len(args.files))
@@ -140,8 +136,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                     raise MimoWatchdError(f"{existing[0]} exists (use --force to overwrite)")
             runner = FileTranscriber(client, audio, language=api.language)
             result = runner.run(path)
-            doc = transcript_document(result, source_path=path.resolve(),
-                                      original_path=path.resolve())
+            doc = Transcribed.from_result(result, path=str(path.resolve()),
+                                          original_path=str(path.resolve())).to_json()
             sidecars = write_sidecars(doc, folder, stem, overwrite=args.force)
         except (MimoWatchdError, OSError) as exc:
             reason = exc.reason if isinstance(exc, MimoWatchdError) else str(exc)
@@ -172,7 +168,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 print(json.dumps(doc, ensure_ascii=False))
     for line in failures:
         print(f"failed: {line}", file=sys.stderr)
-    return EXIT_FAILED if failures else EXIT_OK
+    return ExitCode.FAILED if failures else ExitCode.OK
 
 
 class _Progress:

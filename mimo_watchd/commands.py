@@ -15,12 +15,11 @@ from typing import Any
 
 from mimo_watchd.config import Secret, Settings, load, resolve_api_key
 from mimo_watchd.errors import ApiError, ConfigError, JobError
+from mimo_watchd.exitcodes import ExitCode
 from mimo_watchd.fsutil import free_stem, safe_move
 from mimo_watchd.ledger import Ledger, State, open_ledger
 from mimo_watchd.outputs import ERROR_SUFFIX
 from mimo_watchd.timestamps import iso_seconds
-
-EXIT_OK, EXIT_FAILED, EXIT_API, EXIT_CONFIG = 0, 1, 69, 78
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -70,7 +69,7 @@ def cmd_status(args: argparse.Namespace) -> int:
            "recent_failures": failures, "updated_at": runtime.get("updated_at")}
     if args.json:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     state = "running" if doc["running"] else "not running"
     print(f"mimo-watchd: {state}" + (f" (pid {doc['pid']})" if doc["running"] else ""))
     if doc["paused"]:
@@ -84,14 +83,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("recent failures:")
         for f in failures:
             print(f"  {f['at']}  {f['path']}: {f['reason']}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Moves failed files back to where they arrived, so the daemon takes them again."""
     if not args.failed and not args.paths:
         print("retry: give --failed or the failed files' paths", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     settings = load(args.config)
     ledger = _ledger(settings)
     wanted = {Path(os.path.abspath(p)) for p in args.paths}
@@ -127,7 +126,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     for p in problems:
         print(f"retry: {p}", file=sys.stderr)
     print(f"{moved} file(s) moved back for another attempt")
-    return EXIT_FAILED if problems else EXIT_OK
+    return ExitCode.FAILED if problems else ExitCode.OK
 
 
 def _back_in(original: Path) -> Path:
@@ -153,7 +152,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         settings = load(args.config)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     problems = []
     for i, w in enumerate(settings.watches):
         if not w.path.is_dir():
@@ -173,10 +172,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for p in problems:
         print(f"{settings.source}: {p}", file=sys.stderr)
     if problems:
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     print(f"config ok: {len(settings.watches)} watch(es), key present")
     if not args.api or key is None:
-        return EXIT_OK
+        return ExitCode.OK
     from mimo_watchd.client import MimoClient
 
     client = MimoClient(settings.api, key)
@@ -185,12 +184,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         t = client.transcribe(_silence_wav(), "audio/wav", 1.0)
     except ApiError as exc:
         print(f"api: FAILED: {exc.reason}", file=sys.stderr)
-        return EXIT_API
+        return ExitCode.API
     finally:
         client.close()
     print(f"api ok: {client.url} answered in {time.monotonic() - started:.2f} s "
           f"(auth and balance fine; billed {t.usage.get('seconds')} s)")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _writable(folder: Path) -> bool:

@@ -1,9 +1,10 @@
 """The daemon: intake (watch -> settle -> ledger), a worker pool, pause/resume, reload, stop.
 
 Threads: watchdog observers feed the ``Settler``; one scheduler thread turns settled files into
-ledger jobs; ``max_concurrency`` workers claim due jobs and run them through ``JobRunner``.
-The main thread only waits for signals. Every state change goes through the ledger first, so
-a ``kill -9`` at any moment is recovered at the next start without loss or a second payment.
+ledger jobs (``intake``); ``max_concurrency`` workers claim due jobs, through the ``PauseGate``,
+and run each with a ``JobRunner`` given the job's own ``JobContext``. The main thread only
+waits for signals. Every state change goes through the ledger first, so a ``kill -9`` at any
+moment is recovered at the next start without loss or a second payment.
 """
 
 from __future__ import annotations
@@ -15,26 +16,28 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import structlog
 
-from mimo_watchd import audio
+from mimo_watchd import audio, intake
 from mimo_watchd.client import MimoClient
-from mimo_watchd.config import Settings, WatchSettings, load, resolve_api_key
-from mimo_watchd.errors import ConfigError, MimoWatchdError
-from mimo_watchd.fsutil import atomic_write, remove_stale_temps, sha256_file
+from mimo_watchd.config import Settings, WatchSettings, load, require_consistent, resolve_api_key
+from mimo_watchd.errors import ConfigError, IncompleteAudioError, MimoWatchdError
+from mimo_watchd.exitcodes import ExitCode, killed_by
+from mimo_watchd.fsutil import atomic_write, remove_stale_temps
 from mimo_watchd.hooks import HookRunner
-from mimo_watchd.jobs import JobRunner, Outcome
-from mimo_watchd.ledger import open_ledger
+from mimo_watchd.jobs import JobContext, JobRunner, Outcome
+from mimo_watchd.ledger import Job, open_ledger
 from mimo_watchd.metrics import Metrics, MetricsServer, serve
 from mimo_watchd.notify import Notifier, WatchdogPinger
 from mimo_watchd.outputs import dumps
+from mimo_watchd.pausegate import PauseGate
 from mimo_watchd.settle import Ready, Settler
 from mimo_watchd.timestamps import iso_seconds, now_iso
+from mimo_watchd.transcription import ClientTranscriber
 from mimo_watchd.watcher import WatchSet
 
 log = structlog.get_logger("mimo_watchd.daemon")
@@ -43,15 +46,47 @@ STATUS_FILE = "status.json"
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
-@dataclass
-class PauseState:
-    """Why API work is paused (an operator problem), and when to probe again."""
+class Clients:
+    """The API client new jobs get; one replaced by a reload is closed when its last job ends."""
 
-    reason: str | None = None
-    since: float = 0.0
-    next_probe_at: float = 0.0
-    probing: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, client: MimoClient) -> None:
+        self.current = client
+        self._lock = threading.Lock()
+        self._users: dict[MimoClient, int] = {}
+        self._retired: set[MimoClient] = set()
+
+    def acquire(self) -> MimoClient:
+        with self._lock:
+            self._users[self.current] = self._users.get(self.current, 0) + 1
+            return self.current
+
+    def release(self, client: MimoClient) -> None:
+        with self._lock:
+            self._users[client] -= 1
+            if self._users[client]:
+                return
+            del self._users[client]
+            if client not in self._retired:
+                return
+            self._retired.discard(client)
+        client.close()
+
+    def replace(self, client: MimoClient) -> None:
+        with self._lock:
+            old, self.current = self.current, client
+            in_use = old in self._users
+            if in_use:
+                self._retired.add(old)
+        if not in_use:
+            old.close()
+
+    def close(self) -> None:
+        """Closes every client (their requests in flight fail as the client stops)."""
+        with self._lock:
+            clients = {self.current, *self._retired}
+            self._retired.clear()
+        for client in clients:
+            client.close()
 
 
 class Daemon:
@@ -64,25 +99,26 @@ class Daemon:
         self.once = once
         self.ledger = open_ledger(settings.state_dir)
         self.metrics = Metrics()
-        self.client = self._new_client(settings)
-        self.retired_clients: list[MimoClient] = []
-        self.pause = PauseState()
+        self.clients = Clients(self._new_client(settings))
+        # Held while a reload swaps settings and client, and while a job's context is taken.
+        self.config_lock = threading.Lock()
+        self.gate = PauseGate(settings.pause_probe_seconds)
         self.stop_intake = threading.Event()
         self.stop_workers = threading.Event()
         self.wake = threading.Condition()
         self.in_progress = 0
         self.counter_lock = threading.Lock()
-        self.last_worker_beat: dict[str, float] = {}
+        # Every watch ever configured: a job queued before a reload removed its watch still
+        # needs to know where its outputs go.
         self.watches = {str(w.path): w for w in settings.watches}
         self.settler = Settler(probe=audio.probe,
                                incomplete_timeout=settings.incomplete_timeout_seconds)
         self.intake = threading.Event()
         self.watchset = WatchSet(settings.watches, self._offer,
-                                 rescan_interval=settings.rescan_interval_seconds, log=log)
-        self.runner = JobRunner(self)
+                                 rescan_interval=settings.rescan_interval_seconds)
         self.threads: list[threading.Thread] = []
         self.signals = 0
-        self.exit_code = 0
+        self.exit_code = ExitCode.OK
         self.started = time.time()
         self.scan_done = threading.Event()
         self.notifier = Notifier.from_env()
@@ -120,10 +156,14 @@ class Daemon:
                     problems.append(f"watches[{i}].{key}: cannot create {folder}: "
                                     f"{exc.strerror}")
         if problems:
-            raise ConfigError(problems, str(self.config_path) if self.config_path else None)
+            raise ConfigError(problems, self._source())
+
+    def _source(self) -> str | None:
+        return str(self.config_path) if self.config_path else None
 
     def run(self) -> int:
         """Runs until stopped; returns the process exit code."""
+        require_consistent(self.settings, self._source())
         self.prepare_folders()
         recovered = self.ledger.recover(unclean=True)
         remove_stale_temps(self.settings.state_dir, older_than=self.started)  # status.json's
@@ -158,9 +198,9 @@ class Daemon:
         return self.exit_code
 
     def _idle(self) -> bool:
-        if self.pause.reason is not None:
-            self.exit_code = 69
-            log.error("daemon.once_paused", reason=self.pause.reason)
+        if self.gate.reason is not None:
+            self.exit_code = ExitCode.API
+            log.error("daemon.once_paused", reason=self.gate.reason)
             return True
         counts = self.ledger.counts()
         return (self.scan_done.is_set() and self.settler.pending() == 0
@@ -182,7 +222,7 @@ class Daemon:
         if self.signals > 1:
             # Second signal: leave now. PROCESSING jobs are recovered at the next start.
             os.write(2, b'{"event": "daemon.exit_now", "level": "warning"}\n')
-            os._exit(128 + signum)
+            os._exit(killed_by(signum))
         log.info("daemon.stopping", signal=signal.Signals(signum).name)
         self.stop_intake.set()
         self.intake.set()
@@ -197,9 +237,7 @@ class Daemon:
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in self.threads if t.is_alive()]
-        self.client.close()
-        for c in self.retired_clients:
-            c.close()
+        self.clients.close()
         for t in self.threads:
             t.join(5.0)
         self.hooks.close(max(1.0, deadline - time.monotonic()))
@@ -231,105 +269,101 @@ class Daemon:
             self.intake.wait(min(0.5, max(0.005, self.settler.next_check_in())))
 
     def admit(self, ready: Ready) -> None:
-        """Turns a settled file into a QUEUED job, once per identity."""
-        path = ready.path
+        """Queues a settled file (once per identity); fails one that never became whole."""
         if all(w.path != ready.watch.path for w in self.settings.watches):
             return  # its watch was removed by a reload; a later re-add rescans the folder
-        try:
-            st = path.stat()
-        except FileNotFoundError:
+        job = intake.admit(self.ledger, ready)
+        if job is None or not ready.incomplete_reason:
             return
-        active = self.ledger.active_for_path(str(path))
-        if active is not None and active.size == st.st_size and active.mtime_ns == st.st_mtime_ns:
-            return
-        try:
-            digest = sha256_file(path)
-        except OSError as exc:
-            log.warning("intake.unreadable", path=str(path), reason=exc.strerror)
-            return
-        arrived = iso_seconds(ready.arrived_at)
-        job = self.ledger.enqueue(watch=str(ready.watch.path), path=str(path), size=st.st_size,
-                                  mtime_ns=st.st_mtime_ns, sha256=digest, arrived_at=arrived)
-        log.debug("intake.queued", path=str(path), job=job.id)
-        if ready.incomplete_reason:
-            claimed = self.ledger.claim_job(job.id)
-            if claimed is not None:
-                self.runner.fail_incomplete(claimed, ready.incomplete_reason)
+        claimed = self.ledger.claim_job(job.id)
+        if claimed is not None:
+            self._execute(claimed, IncompleteAudioError(
+                f"incomplete audio: {ready.incomplete_reason}"))
 
     # --- work ---------------------------------------------------------------------------
 
     def _worker(self) -> None:
-        name = threading.current_thread().name
         while not self.stop_workers.is_set():
-            self.last_worker_beat[name] = time.monotonic()
             job = self._next_job()
             if job is None:
                 with self.wake:
                     self.wake.wait(self._idle_wait())
                 continue
+            self._execute(job)
+
+    def _context(self, job: Job) -> tuple[JobContext, MimoClient]:
+        """The job's context: the settings, client and watch of now, for the whole job (the
+        client is the caller's to release)."""
+        with self.config_lock:
+            settings, client = self.settings, self.clients.acquire()
+            watch = self.watch_for(job.watch)
+        ctx = JobContext(
+            settings=settings, watch=watch, ledger=self.ledger,
+            transcriber=ClientTranscriber(client, settings.audio), hooks=self.hooks,
+            metrics=self.metrics, started_at=self.started,
+            progress=lambda: self.note_progress(job.id))
+        return ctx, client
+
+    def _execute(self, job: Job, failure: MimoWatchdError | None = None) -> Outcome:
+        """Runs a claimed job, or fails it with ``failure`` (worker and scheduler alike), inside
+        the progress accounting, then lets the pause gate and the status see its outcome."""
+        ctx, client = self._context(job)
+        with self.counter_lock:
+            self.in_progress += 1
+            self.progress[job.id] = time.monotonic()
+        try:
+            runner = JobRunner(ctx)
+            outcome = runner.run(job) if failure is None else runner.fail(job, failure)
+        except Exception:
+            # Even failing could not be recorded (e.g. the failed folder is unwritable):
+            # keep the job queued rather than lose track of the file.
+            log.exception("worker.error", path=job.path)
+            self.ledger.requeue(job.id, delay=ctx.settings.retry_delay_seconds,
+                                error="internal error while finishing the job")
+            outcome = Outcome(job.id, "retry")
+        finally:
             with self.counter_lock:
-                self.in_progress += 1
-                self.progress[job.id] = time.monotonic()
-            try:
-                outcome = self.runner.run(job)
-            except Exception:
-                # Even failing could not be recorded (e.g. the failed folder is unwritable):
-                # keep the job queued rather than lose track of the file.
-                log.exception("worker.error", path=job.path)
-                self.ledger.requeue(job.id, delay=self.settings.retry_delay_seconds,
-                                    error="internal error while finishing the job")
-                outcome = Outcome(job.id, "retry")
-            finally:
-                with self.counter_lock:
-                    self.in_progress -= 1
-                    self.progress.pop(job.id, None)
-            self._after(outcome)
-        self.last_worker_beat.pop(name, None)
+                self.in_progress -= 1
+                self.progress.pop(job.id, None)
+            self.clients.release(client)
+        self._after(outcome)
+        return outcome
 
     def _idle_wait(self) -> float:
         due = self.ledger.next_due_in()
         wait = 1.0 if due is None else min(1.0, due)
-        if self.pause.reason is not None:
-            wait = min(wait, max(0.05, self.pause.next_probe_at - time.monotonic()))
+        probe_in = self.gate.next_probe_in()
+        if probe_in is not None:
+            wait = min(wait, max(0.05, probe_in))
         return max(0.02, wait)
 
-    def _next_job(self) -> Any:
+    def _next_job(self) -> Job | None:
         if self.stop_intake.is_set() and not self.once:
             return None  # a stop was asked: finish in-flight jobs only
-        with self.pause.lock:
-            if self.pause.reason is not None:
-                if self.pause.probing or time.monotonic() < self.pause.next_probe_at:
-                    return None
-                job = self.ledger.claim(one_per_content=self.settings.on_duplicate != "transcribe")
-                if job is not None:
-                    self.pause.probing = True
-                    log.info("pause.probe", path=job.path)
-                return job
-        return self.ledger.claim(one_per_content=self.settings.on_duplicate != "transcribe")
+        one_per_content = self.settings.on_duplicate != "transcribe"
+        job = self.gate.take(lambda: self.ledger.claim(one_per_content=one_per_content))
+        if job is not None and self.gate.probe == job.id:
+            log.info("pause.probe", path=job.path)
+        return job
 
     def _after(self, outcome: Outcome) -> None:
-        with self.pause.lock:
-            was_probe = self.pause.probing
-            self.pause.probing = False
-            if outcome.paused_reason is not None:
-                if self.pause.reason is None:
-                    self.pause.since = time.time()
-                    log.error("daemon.paused", reason=outcome.paused_reason,
-                              probe_every_seconds=self.settings.pause_probe_seconds)
-                self.pause.reason = outcome.paused_reason
-                self.metrics.set_paused(True)
-                self.pause.next_probe_at = time.monotonic() + self.settings.pause_probe_seconds
-            elif self.pause.reason is not None and was_probe:
-                log.info("daemon.resumed", paused_seconds=round(time.time() - self.pause.since))
-                self.pause.reason = None
-                self.metrics.set_paused(False)
-                self.ledger.reset_retry_times()
+        change = self.gate.finished(outcome.job_id, outcome.error)
+        if change is not None and change.paused:
+            log.error("daemon.paused", reason=change.reason,
+                      probe_every_seconds=self.gate.probe_every)
+            self.metrics.set_paused(True)
+        elif change is not None:
+            log.info("daemon.resumed", paused_seconds=round(change.paused_seconds))
+            self.metrics.set_paused(False)
+            self.ledger.reset_retry_times()
         self.write_status()
 
     # --- reload -------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: re-reads the config; an invalid one is rejected and the old one kept."""
+        """SIGHUP: re-reads the config; an invalid one is rejected and the old one kept.
+
+        Jobs already running keep the settings (and client) they started with."""
         if self.config_path is None:
             return
         self.notifier.reloading()
@@ -340,13 +374,14 @@ class Daemon:
             log.error("reload.rejected", problems=exc.problems, config=str(self.config_path))
             self.notifier.ready(self.status_line())
             return
-        old = self.settings
-        self.settings = new
-        self.watches.update({str(w.path): w for w in new.watches})
+        with self.config_lock:
+            old = self.settings
+            self.settings = new
+            self.watches.update({str(w.path): w for w in new.watches})
+            self.gate.probe_every = new.pause_probe_seconds
+            if new_client is not None:
+                self.clients.replace(new_client)
         self.watchset.reconfigure(new.watches)
-        if new_client is not None:
-            self.retired_clients.append(self.client)
-            self.client = new_client
         log.info("reload.done", watches=[str(w.path) for w in new.watches],
                  added=sorted({str(w.path) for w in new.watches} -
                               {str(w.path) for w in old.watches}),
@@ -388,16 +423,16 @@ class Daemon:
     def health(self) -> tuple[bool, str]:
         """/healthz: alive, and not paused by an operator problem."""
         ok, reason = self.alive()
-        if ok and self.pause.reason is not None:
-            return False, f"paused: {self.pause.reason}"
+        if ok and self.gate.reason is not None:
+            return False, f"paused: {self.gate.reason}"
         return ok, reason
 
     def status_line(self) -> str:
         c = self.ledger.counts()
         line = (f"queued {c['QUEUED']}, in progress {self.in_progress}, done {c['DONE']}, "
                 f"failed {c['FAILED']}")
-        if self.pause.reason is not None:
-            line = f"PAUSED ({self.pause.reason}); " + line
+        if self.gate.reason is not None:
+            line = f"PAUSED ({self.gate.reason}); " + line
         return line
 
     def status(self) -> dict[str, Any]:
@@ -405,8 +440,8 @@ class Daemon:
             "pid": os.getpid(),
             "updated_at": now_iso(),
             "started_at": iso_seconds(self.started),
-            "paused": self.pause.reason is not None,
-            "paused_reason": self.pause.reason,
+            "paused": self.gate.reason is not None,
+            "paused_reason": self.gate.reason,
             "in_progress": self.in_progress,
             "settling": self.settler.pending(),
             "watches": self.watchset.status(),
@@ -443,8 +478,4 @@ def run(config_path: Path, *, once: bool = False) -> int:
     from mimo_watchd import logsetup
 
     logsetup.configure(settings.log.level, settings.log.format)
-    try:
-        daemon = Daemon(settings, once=once, config_path=config_path)
-    except MimoWatchdError:
-        raise
-    return daemon.run()
+    return Daemon(settings, once=once, config_path=config_path).run()

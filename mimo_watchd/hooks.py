@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from mimo_watchd import __version__
+from mimo_watchd import __version__, backoff
 from mimo_watchd.config import HookSettings
 
 log = structlog.get_logger("mimo_watchd.hooks")
@@ -229,7 +229,7 @@ class HookRunner:
         initial, cap = self._backoff
         error = ""
         for attempt in range(task.hook.retries + 1):
-            if attempt and self._abort.wait(min(cap, initial * 2 ** (attempt - 1))):
+            if attempt and self._abort.wait(backoff.delay(attempt, initial=initial, cap=cap)):
                 return f"abandoned at shutdown after: {error}"
             try:
                 response = self._http.post(url, content=body, headers=headers,

@@ -1,7 +1,10 @@
 """How one claimed job runs: transcribe (or reuse), plan, write, move, record; or fail safely.
 
-The loop around it lives in ``daemon``; this module owns the decisions about one file:
-duplicate policy, what counts as retryable, when the daemon must pause, and the canonical log
+A job is a plain unit: :class:`JobRunner` gets a :class:`JobContext` holding everything it
+may use (the ledger, the settings the job started with, a transcriber, its watch, hooks,
+metrics, a clock, a progress callback) and nothing else; the loop around it lives in
+``daemon``. This module owns the decisions about one file: the duplicate policy, what a
+failed attempt leads to (pause, retry or fail: one path fails a job), and the canonical log
 line. Outputs are planned and recorded in the ledger before they are written, so a crash at
 any point is finished by running the job again.
 """
@@ -9,42 +12,72 @@ any point is finished by running the job again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
-from mimo_watchd import crashpoints, placement
-from mimo_watchd.errors import (
-    CrashLoopError,
-    IncompleteAudioError,
-    JobError,
-    MimoWatchdError,
-    OperatorError,
-)
-from mimo_watchd.ledger import Job, State
-from mimo_watchd.outputs import error_document, transcript_document
-from mimo_watchd.transcription import FileTranscriber
-
-if TYPE_CHECKING:
-    from mimo_watchd.daemon import Daemon
+from mimo_watchd import backoff, crashpoints, placement, records
+from mimo_watchd.config import HookSettings, Settings, WatchSettings
+from mimo_watchd.errors import CrashLoopError, JobError, MimoWatchdError
+from mimo_watchd.ledger import Job, Ledger, State
+from mimo_watchd.records import Failed, Record, Skipped, Transcribed
+from mimo_watchd.transcription import Journal, TranscriptResult
 
 log = structlog.get_logger("mimo_watchd.jobs")
+
+
+class Transcriber(Protocol):
+    """Turns a file into a transcript, keeping every paid answer in ``journal`` first."""
+
+    def transcribe(self, source: Path, *, sha256: str, language: str, journal: Journal,
+                   on_chunk: Callable[[], None]) -> TranscriptResult: ...
+
+
+class HookSink(Protocol):
+    """Where finished jobs' hooks are handed over (``HookRunner``); must never block."""
+
+    def submit(self, hook: HookSettings, outcome: str, payload: Mapping[str, Any],
+               paths: Mapping[str, str]) -> bool: ...
+
+
+class JobMetrics(Protocol):
+    def observe_job(self, outcome: str, seconds: float | None = None) -> None: ...
+
+
+def _no_progress() -> None:
+    """The default progress callback: nobody watches for hung jobs."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything one job may use, fixed when it is claimed (a reload never changes it)."""
+
+    settings: Settings
+    watch: WatchSettings  # the job's watch: where its outputs go, its hooks, its language
+    ledger: Ledger
+    transcriber: Transcriber
+    hooks: HookSink
+    metrics: JobMetrics
+    started_at: float  # time.time() the daemon started: older temp files are a crash's
+    clock: Callable[[], float] = time.monotonic
+    progress: Callable[[], None] = _no_progress  # the job moved forward (a chunk finished)
 
 
 @dataclass(frozen=True)
 class Outcome:
     job_id: int
     outcome: str  # done | duplicate | skipped | failed | retry | paused | vanished
-    paused_reason: str | None = None
+    error: MimoWatchdError | None = None  # what ended the attempt (pause, retry, failure)
 
 
 class _JobJournal:
-    """The pipeline's view of the ledger journal for one job."""
+    """The transcriber's view of the ledger journal for one job."""
 
-    def __init__(self, daemon: Daemon, job: Job, variant: str, own_only: bool) -> None:
-        self.ledger = daemon.ledger
+    def __init__(self, ledger: Ledger, job: Job, variant: str, own_only: bool) -> None:
+        self.ledger = ledger
         self.job = job
         self.variant = variant
         self.own_only = own_only
@@ -60,45 +93,47 @@ class _JobJournal:
 
 
 class JobRunner:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    """Runs claimed jobs to their outcome with what its context gives it, and nothing else."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
 
     def run(self, job: Job) -> Outcome:
-        started = time.monotonic()
-        try:
-            return self._run(job, started)
-        except OperatorError as exc:
-            self.d.ledger.requeue(job.id, error=exc.reason, refund_attempt=True)
-            log.error("job.paused", path=job.path, reason=exc.reason, http_status=exc.status)
-            return Outcome(job.id, "paused", paused_reason=exc.reason)
-        except MimoWatchdError as exc:
-            if exc.retryable and job.attempts < self.d.settings.max_attempts:
-                return self._retry(job, exc)
-            return self._fail(job, exc, started)
-        except OSError as exc:
-            # Disk full, permissions, a share gone away: worth another try later.
-            err = JobError(f"{type(exc).__name__}: {exc}")
-            err.retryable = True
-            if job.attempts < self.d.settings.max_attempts:
-                return self._retry(job, err)
-            return self._fail(job, err, started)
-        except Exception as exc:
-            log.exception("job.internal_error", path=job.path)
-            return self._fail(job, JobError(f"internal error: {type(exc).__name__}: {exc}"),
-                              started)
+        """Runs the job; every attempt ends in an outcome, whatever is raised inside."""
+        started = self.ctx.clock()
+        with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
+            try:
+                return self._run(job, started)
+            except MimoWatchdError as exc:
+                return self._attempt_failed(job, exc, started)
+            except OSError as exc:
+                # Disk full, permissions, a share gone away: worth another try later.
+                err = JobError(f"{type(exc).__name__}: {exc}")
+                err.retryable = True
+                return self._attempt_failed(job, err, started)
+            except Exception as exc:
+                log.exception("job.internal_error")
+                return self._fail(job, JobError(f"internal error: {type(exc).__name__}: {exc}"),
+                                  started)
+
+    def fail(self, job: Job, error: MimoWatchdError) -> Outcome:
+        """Fails the job now: its file goes to failed_dir with ``NAME.error.json``."""
+        with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
+            return self._fail(job, error, self.ctx.clock())
 
     def _run(self, job: Job, started: float) -> Outcome:
-        watch = self.d.watch_for(job.watch)
+        ctx = self.ctx
         if job.plan is not None and job.result is not None:
             crashpoints.reached("claimed", job.path)
             plan = placement.Plan.from_dict(job.plan)
-            log.info("job.resume", path=job.path, plan=plan.kind)
+            log.info("job.resume", plan=plan.kind)
             # A crash mid-write may have left temp files beside the planned outputs.
-            placement.remove_stale_temps(plan, older_than=self.d.started)
-            return self._finish(job, plan, job.result, started, resumed=True)
-        limit = self.d.settings.max_interruptions
+            placement.remove_stale_temps(plan, older_than=ctx.started_at)
+            return self._finish(job, plan, records.from_json(plan.kind, job.result), started,
+                                resumed=True)
+        limit = ctx.settings.max_interruptions
         if job.interruptions >= limit:
-            log.error("job.crash_loop", path=job.path, interruptions=job.interruptions)
+            log.error("job.crash_loop", interruptions=job.interruptions)
             return self._fail(job, CrashLoopError(
                 f"the daemon stopped unexpectedly {job.interruptions} times while processing "
                 "this file, with no progress in between (a crash, an out-of-memory kill or a "
@@ -107,95 +142,83 @@ class JobRunner:
         crashpoints.reached("claimed", job.path)
         source = Path(job.path)
         if not source.exists():
-            self.d.ledger.finish(job.id, State.FAILED, final_path=None, outcome="vanished",
-                                 error="the file disappeared before it was processed")
-            log.warning("job.vanished", path=job.path)
+            ctx.ledger.finish(job.id, State.FAILED, final_path=None, outcome="vanished",
+                              error="the file disappeared before it was processed")
+            log.warning("job.vanished")
             return Outcome(job.id, "vanished")
-        policy = self.d.settings.on_duplicate
-        earlier = self.d.ledger.done_with_content(job.sha256, exclude_id=job.id) \
-            if policy != "transcribe" else None
+        policy = ctx.settings.on_duplicate
+        earlier = (ctx.ledger.done_with_content(job.sha256, exclude_id=job.id)
+                   if policy != "transcribe" else None)
+        record: Record
         if earlier is not None and policy == "skip":
-            plan = placement.choose(watch, source, "skipped")
-            skipped: dict[str, Any] = {"duplicate_of": earlier.final_path}
-            self.d.ledger.set_plan(job.id, plan.to_dict(), skipped)
-            return self._finish(job, plan, skipped, started)
-        doc: dict[str, Any]
-        if earlier is not None and earlier.result is not None:
-            doc = dict(earlier.result)
-            doc["duplicate_of"] = earlier.result.get("source", {}).get("path")
+            plan = placement.choose(ctx.watch, source, "skipped")
+            record = Skipped(duplicate_of=earlier.final_path)
         else:
-            doc = self._transcribe(job, watch, source)
-        plan = placement.choose(watch, source, "done")
-        doc["source"] = {**doc["source"], "path": plan.audio_dest, "original_path": job.path}
-        doc.setdefault("timing", {})["arrived_at"] = job.arrived_at
-        self.d.ledger.set_plan(job.id, plan.to_dict(), doc)
-        return self._finish(job, plan, doc, started)
+            plan = placement.choose(ctx.watch, source, "done")
+            if earlier is not None and earlier.result is not None:
+                record = Transcribed.from_json(earlier.result).reused(
+                    path=plan.audio_dest, original_path=job.path, arrived_at=job.arrived_at)
+            else:
+                record = Transcribed.from_result(
+                    self._transcribe(job, source), path=plan.audio_dest,
+                    original_path=job.path, arrived_at=job.arrived_at)
+        ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
+        return self._finish(job, plan, record, started)
 
-    def _transcribe(self, job: Job, watch: Any, source: Path) -> dict[str, Any]:
-        settings = self.d.settings
-        language = watch.language or settings.api.language
-        journal = _JobJournal(self.d, job, f"{settings.api.model}|{language}",
+    def _transcribe(self, job: Job, source: Path) -> TranscriptResult:
+        settings = self.ctx.settings
+        language = self.ctx.watch.language or settings.api.language
+        journal = _JobJournal(self.ctx.ledger, job, f"{settings.api.model}|{language}",
                               own_only=settings.on_duplicate == "transcribe")
-        runner = FileTranscriber(self.d.client, settings.audio, language=language,
-                                 journal=journal,
-                                 on_chunk=lambda _c: self.d.note_progress(job.id))
-        result = runner.run(source, sha256=job.sha256)
-        return transcript_document(result, source_path=source, original_path=source,
-                                   arrived_at=job.arrived_at)
+        return self.ctx.transcriber.transcribe(source, sha256=job.sha256, language=language,
+                                               journal=journal, on_chunk=self.ctx.progress)
 
-    def _finish(self, job: Job, plan: placement.Plan, doc: dict[str, Any], started: float,
+    def _finish(self, job: Job, plan: placement.Plan, record: Record, started: float,
                 *, resumed: bool = False) -> Outcome:
-        where = placement.carry_out(plan, doc)
-        state = State.FAILED if plan.kind == "failed" else State.DONE
-        outcome = {"done": "duplicate" if "duplicate_of" in doc else "done",
-                   "skipped": "skipped", "failed": "failed"}[plan.kind]
-        self.d.ledger.finish(job.id, state, final_path=str(where) if where else None,
-                             outcome=outcome, error=doc.get("reason") if plan.kind == "failed"
-                             else None, error_doc=doc if plan.kind == "failed" else None)
-        usage = doc.get("usage") or {}
-        log.info("job.done" if state is State.DONE else "job.failed", path=job.path,
-                 outcome=outcome, dest=str(where) if where else None,
-                 audio_seconds=(doc.get("source") or {}).get("duration_seconds"),
-                 billed_seconds=usage.get("seconds"), tokens=usage.get("total_tokens"),
-                 chunks=len(doc.get("chunks") or []), attempts=job.attempts,
-                 api_calls=sum(c.get("attempts", 0) for c in doc.get("chunks") or []),
-                 latency_seconds=round(time.monotonic() - started, 3), resumed=resumed,
-                 reason=doc.get("reason") if plan.kind == "failed" else None)
-        self.d.metrics.observe_job(outcome, time.monotonic() - started)
-        self._hook(job, plan, doc, outcome, where)
-        return Outcome(job.id, outcome)
+        ctx = self.ctx
+        document = record.to_json()
+        where = placement.carry_out(plan, document)
+        dest = str(where) if where else None
+        failed = isinstance(record, Failed)
+        ctx.ledger.finish(job.id, State.FAILED if failed else State.DONE, final_path=dest,
+                          outcome=record.outcome,
+                          error=record.reason if isinstance(record, Failed) else None,
+                          error_doc=document if failed else None)
+        latency = ctx.clock() - started
+        line = {"outcome": record.outcome, "dest": dest, "reason": None, **record.log_fields(),
+                "attempts": job.attempts, "latency_seconds": round(latency, 3),
+                "resumed": resumed}
+        if failed:
+            log.error("job.failed", **line)
+        else:
+            log.info("job.done", **line)
+        ctx.metrics.observe_job(record.outcome, latency)
+        hook = ctx.watch.on_failure if failed else ctx.watch.on_success
+        if hook is not None:
+            paths = {"source": job.path, "audio": str(where or plan.audio_dest),
+                     **plan.sidecar_paths}
+            ctx.hooks.submit(hook, record.outcome, document, paths)
+        return Outcome(job.id, record.outcome)
 
-    def _hook(self, job: Job, plan: placement.Plan, doc: dict[str, Any], outcome: str,
-              where: Path | None) -> None:
-        """Runs the watch's on_success/on_failure hook in the background (never blocks)."""
-        watch = self.d.watch_for(job.watch)
-        hook = watch.on_failure if plan.kind == "failed" else watch.on_success
-        if hook is None:
-            return
-        paths = {"source": job.path, "audio": str(where or plan.audio_dest),
-                 **plan.sidecar_paths}
-        self.d.hooks.submit(hook, outcome, doc, paths)
-
-    def _retry(self, job: Job, exc: MimoWatchdError) -> Outcome:
-        delay = self.d.settings.retry_delay_seconds * 2 ** max(0, job.attempts - 1)
-        self.d.ledger.requeue(job.id, delay=delay, error=exc.reason)
-        log.warning("job.retry", path=job.path, attempt=job.attempts, reason=exc.reason,
-                    retry_in_seconds=round(delay, 1),
-                    max_attempts=self.d.settings.max_attempts)
-        return Outcome(job.id, "retry")
+    def _attempt_failed(self, job: Job, exc: MimoWatchdError, started: float) -> Outcome:
+        """An attempt ended with ``exc``: pause (the attempt does not count), retry, or fail."""
+        settings = self.ctx.settings
+        if exc.pauses:
+            self.ctx.ledger.requeue(job.id, error=exc.reason, refund_attempt=True)
+            log.error("job.paused", reason=exc.reason, http_status=getattr(exc, "status", None))
+            return Outcome(job.id, "paused", exc)
+        if exc.retryable and job.attempts < settings.max_attempts:
+            delay = backoff.delay(job.attempts, initial=settings.retry_delay_seconds)
+            self.ctx.ledger.requeue(job.id, delay=delay, error=exc.reason)
+            log.warning("job.retry", attempt=job.attempts, reason=exc.reason,
+                        retry_in_seconds=round(delay, 1), max_attempts=settings.max_attempts)
+            return Outcome(job.id, "retry", exc)
+        return self._fail(job, exc, started)
 
     def _fail(self, job: Job, exc: MimoWatchdError, started: float) -> Outcome:
-        source = Path(job.path)
-        watch = self.d.watch_for(job.watch)
-        doc = error_document(exc, source_path=source, original_path=source,
-                             attempts=job.attempts, sha256=job.sha256)
-        plan = placement.choose(watch, source, "failed")
-        doc["source"]["path"] = plan.audio_dest
-        self.d.ledger.set_plan(job.id, plan.to_dict(), doc)
-        return self._finish(job, plan, doc, started)
-
-    def fail_incomplete(self, job: Job, reason: str) -> Outcome:
-        """A file that never became whole audio within the timeout goes to failed_dir."""
-        return self._fail(job, IncompleteAudioError(f"incomplete audio: {reason}"),
-                          time.monotonic())
-
+        """The one way a job fails: plan the failed folder, record, write the error, move."""
+        plan = placement.choose(self.ctx.watch, Path(job.path), "failed")
+        record = Failed.from_error(exc, path=plan.audio_dest, original_path=job.path,
+                                   attempts=job.attempts, sha256=job.sha256)
+        self.ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
+        return self._finish(job, plan, record, started)

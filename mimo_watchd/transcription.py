@@ -8,6 +8,7 @@ journal is never sent again, so a retry or a restart re-sends only what is missi
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -47,11 +48,6 @@ class ChunkResult:
     api_seconds: float
     overlapped: bool
     from_journal: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "start": round(self.start, 3), "end": round(self.end, 3),
-                "request_id": self.request_id, "usage": flat_usage(self.usage),
-                "attempts": self.attempts, "from_journal": self.from_journal}
 
 
 @dataclass
@@ -163,7 +159,9 @@ class FileTranscriber:
                 while len(pending) > limit:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     collect(done)
-                pending.add(pool.submit(self._chunk, prepared, chunk))
+                # Each chunk runs in the job's logging context (its lines name the file).
+                pending.add(pool.submit(contextvars.copy_context().run, self._chunk, prepared,
+                                        chunk))
             done, _ = wait(pending)
             collect(done)
         if first_error is not None:
@@ -222,3 +220,18 @@ class FileTranscriber:
 
 def _encoded(value: Any, prepared: Any) -> tuple[bytes, str]:
     return bytes(value), prepared.span_mime
+
+
+class ClientTranscriber:
+    """Transcribes whole files through one client: what the daemon gives each job."""
+
+    def __init__(self, client: MimoClient, audio: AudioSettings) -> None:
+        self.client = client
+        self.audio = audio
+
+    def transcribe(self, source: Path, *, sha256: str, language: str, journal: Journal,
+                   on_chunk: Callable[[], None]) -> TranscriptResult:
+        """The transcript of ``source``, its paid answers kept in ``journal``."""
+        runner = FileTranscriber(self.client, self.audio, language=language, journal=journal,
+                                 on_chunk=lambda _c: on_chunk())
+        return runner.run(source, sha256=sha256)

@@ -62,5 +62,5 @@ def test_a_storage_failure_is_a_ledger_error(tmp_path: Path, name: str) -> None:
 def test_a_file_that_is_no_database_is_a_ledger_error(tmp_path: Path) -> None:
     """Opening a ledger file that holds something else raises LedgerError naming the file."""
     (tmp_path / "ledger.sqlite3").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(LedgerError, match="ledger.sqlite3"):
+    with pytest.raises(LedgerError, match=r"ledger\.sqlite3"):
         SqliteLedger(tmp_path)
