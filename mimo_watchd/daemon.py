@@ -24,6 +24,7 @@ import structlog
 
 from mimo_watchd import audio, intake
 from mimo_watchd.client import MimoClient
+from mimo_watchd.clients import Clients
 from mimo_watchd.config import Settings, WatchSettings, load, require_consistent, resolve_api_key
 from mimo_watchd.errors import ConfigError, IncompleteAudioError, MimoWatchdError
 from mimo_watchd.exitcodes import ExitCode, killed_by
@@ -44,49 +45,6 @@ log = structlog.get_logger("mimo_watchd.daemon")
 
 STATUS_FILE = "status.json"
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-
-
-class Clients:
-    """The API client new jobs get; one replaced by a reload is closed when its last job ends."""
-
-    def __init__(self, client: MimoClient) -> None:
-        self.current = client
-        self._lock = threading.Lock()
-        self._users: dict[MimoClient, int] = {}
-        self._retired: set[MimoClient] = set()
-
-    def acquire(self) -> MimoClient:
-        with self._lock:
-            self._users[self.current] = self._users.get(self.current, 0) + 1
-            return self.current
-
-    def release(self, client: MimoClient) -> None:
-        with self._lock:
-            self._users[client] -= 1
-            if self._users[client]:
-                return
-            del self._users[client]
-            if client not in self._retired:
-                return
-            self._retired.discard(client)
-        client.close()
-
-    def replace(self, client: MimoClient) -> None:
-        with self._lock:
-            old, self.current = self.current, client
-            in_use = old in self._users
-            if in_use:
-                self._retired.add(old)
-        if not in_use:
-            old.close()
-
-    def close(self) -> None:
-        """Closes every client (their requests in flight fail as the client stops)."""
-        with self._lock:
-            clients = {self.current, *self._retired}
-            self._retired.clear()
-        for client in clients:
-            client.close()
 
 
 class Daemon:

@@ -58,6 +58,8 @@ from mimo_watchd.scanning import accepts, scan, takes_folder
 
 __all__ = ["Arrival", "WatchSet", "accepts", "scan"]
 
+log = structlog.get_logger("mimo_watchd.watcher")
+
 _TICK = 1.0  # how often the supervisor checks that every observer is alive
 
 
@@ -113,7 +115,7 @@ class _Handler(FileSystemEventHandler):
         try:
             self._route(event)
         except Exception as exc:
-            self._owner.log.error("watch_event_failed", path=str(self._watched.watch.path),
+            log.error("watch_event_failed", path=str(self._watched.watch.path),
                                   event=type(event).__name__, error=repr(exc))
 
     def _route(self, event: FileSystemEvent) -> None:
@@ -151,9 +153,7 @@ class WatchSet:
         sink: Callable[[Arrival], None],
         *,
         rescan_interval: float,
-        log: Any = None,
     ) -> None:
-        self.log = log if log is not None else structlog.get_logger("mimo_watchd.watcher")
         self._sink = sink
         self._rescan_interval = rescan_interval
         self._initial = tuple(watches)
@@ -242,7 +242,7 @@ class WatchSet:
         try:
             self._sink(arrival)
         except Exception as exc:
-            self.log.error("arrival_sink_failed", path=str(arrival.path), error=repr(exc))
+            log.error("arrival_sink_failed", path=str(arrival.path), error=repr(exc))
 
     def _request(self, job: _Job) -> None:
         """Queues work for the supervisor thread (SimpleQueue.put never blocks)."""
@@ -278,7 +278,7 @@ class WatchSet:
             w.observer = None
             if w.reason != str(exc):
                 w.reason = str(exc)
-                self.log.error("watch_unavailable", path=str(w.watch.path), error=str(exc),
+                log.error("watch_unavailable", path=str(w.watch.path), error=str(exc),
                                retry_seconds=_TICK)
 
     def _start_inotify(self, w: _Watched) -> BaseObserver:
@@ -311,7 +311,7 @@ class WatchSet:
         w.mode = "polling-fallback"
         w.reason = f"inotify limit reached ({reason}); polling every " \
                    f"{w.watch.poll_interval_seconds:g} s"
-        self.log.error("inotify_limit_fallback", path=str(w.watch.path), reason=reason,
+        log.error("inotify_limit_fallback", path=str(w.watch.path), reason=reason,
                        poll_interval_seconds=w.watch.poll_interval_seconds,
                        hint="raise fs.inotify.max_user_watches / max_user_instances, then reload")
 
@@ -339,7 +339,7 @@ class WatchSet:
                     next_rescan = now + self._rescan_interval
                     self.rescan()
             except Exception as exc:
-                self.log.error("watcher_supervisor_error", error=repr(exc))
+                log.error("watcher_supervisor_error", error=repr(exc))
 
     def _current(self, w: _Watched) -> bool:
         return self._watched.get(w.watch.path) is w
@@ -350,7 +350,7 @@ class WatchSet:
             return  # queued for a watch that has been replaced or removed since
         if job.kind == "rescan":
             w.rescan_queued = False
-            self.log.warning("inotify_overflow", path=str(w.watch.path), overflows=w.overflows,
+            log.warning("inotify_overflow", path=str(w.watch.path), overflows=w.overflows,
                              action="rescan")
             self._scan(w)
         elif job.kind == "limit":
@@ -377,7 +377,7 @@ class WatchSet:
                 halt(old)
                 self._observe(w)
             if w.observer is not None:
-                self.log.warning("watch_restarted", path=str(w.watch.path), mode=w.mode)
+                log.warning("watch_restarted", path=str(w.watch.path), mode=w.mode)
                 self._scan(w)
 
     def _same_root(self, w: _Watched) -> bool:
@@ -390,7 +390,7 @@ class WatchSet:
     def _scan(self, w: _Watched, *, below: Path | None = None, event: str = "scan") -> int:
         """Hands every candidate of the watch (or of its folder ``below``) to the sink."""
         def failed(exc: OSError) -> None:
-            self.log.warning("scan_error", path=str(w.watch.path), error=str(exc))
+            log.warning("scan_error", path=str(w.watch.path), error=str(exc))
 
         started = time.monotonic()
         count = 0
@@ -399,6 +399,6 @@ class WatchSet:
                 break  # a scan of a huge tree must not hold up stop()
             self._emit(Arrival(w.watch, path, event, time.monotonic()))
             count += 1
-        self.log.debug("scanned", path=str(below or w.watch.path), files=count,
+        log.debug("scanned", path=str(below or w.watch.path), files=count,
                        seconds=round(time.monotonic() - started, 3))
         return count

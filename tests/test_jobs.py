@@ -1,4 +1,5 @@
-"""One job, run in-process in milliseconds: a fake transcriber, a real SQLite ledger, real files."""
+"""One job, run in-process in milliseconds: a fake transcriber, a real SQLite ledger, real files
+(and, for the logging context, the real client against the emulator)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,26 @@ from structlog.testing import LogCapture
 
 from mimo_watchd import placement
 from mimo_watchd.audio import AudioInfo
-from mimo_watchd.config import HookSettings, Settings, WatchSettings
+from mimo_watchd.client import MimoClient
+from mimo_watchd.config import (
+    HookSettings,
+    Secret,
+    Settings,
+    WatchSettings,
+    default_api_settings,
+    default_audio_settings,
+)
+from mimo_watchd.emulator import Emulator, FaultRule, tones
 from mimo_watchd.errors import OperatorError, PermanentApiError, TransientApiError
 from mimo_watchd.jobs import JobContext, JobRunner, Outcome
 from mimo_watchd.ledger import Job, SqliteLedger, State
-from mimo_watchd.transcription import ChunkResult, Journal, TranscriptResult, sum_usage
+from mimo_watchd.transcription import (
+    ChunkResult,
+    ClientTranscriber,
+    Journal,
+    TranscriptResult,
+    sum_usage,
+)
 
 SPAN = "0.000-1.000"
 USAGE = {"seconds": 2, "prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35}
@@ -353,3 +369,24 @@ def test_the_job_uses_the_settings_it_was_given(world: World, tmp_path: Path) ->
     ctx = JobContext(**{**ctx.__dict__, "watch": elsewhere})
     assert JobRunner(ctx).run(job).outcome == "done"
     assert (tmp_path / "elsewhere" / "copy.json").exists() and world.transcriber.paid == 2
+
+
+def test_every_line_of_a_job_names_its_file(world: World, emulator: Emulator,
+                                            logs: list[dict[str, Any]]) -> None:
+    """The job's path and id are bound for the whole job: the client's api.retry line, logged
+    in a chunk thread, names the file (issue 11 item 16)."""
+    emulator.add_fault(FaultRule("500", times=1))
+    api = default_api_settings(base_url=emulator.url, backoff_initial_seconds=0.01,
+                               backoff_max_seconds=0.01)
+    client = MimoClient(api, Secret("sk-jobs-test-key-0123"))
+    ctx = world.context()
+    ctx = JobContext(**{**ctx.__dict__,
+                        "transcriber": ClientTranscriber(client, default_audio_settings())})
+    job = world.claim("t.wav", tones.to_bytes(["alpha", "zulu"], "wav"))
+    try:
+        assert JobRunner(ctx).run(job).outcome == "done"
+    finally:
+        client.close()
+    assert world.sidecar("t")["transcript"] == "alpha zulu."
+    (retry,) = lines(logs, "api.retry")
+    assert (retry["path"], retry["job"]) == (job.path, job.id)

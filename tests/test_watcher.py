@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from mimo_watchd.config import DEFAULT_INCLUDE, WatchSettings
 from mimo_watchd.errors import IncompleteAudioError
@@ -72,39 +73,19 @@ def whole(path: Path) -> None:
     """A probe that finds every file whole (so only the writer check can hold a file back)."""
 
 
-class LogRecorder:
-    """A structlog-like logger that keeps (level, event, fields) in a list."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, dict[str, Any]]] = []
-
-    def _at(self, level: str) -> Callable[..., None]:
-        def log(event: str, **kw: Any) -> None:
-            self.lines.append((level, event, kw))
-        return log
-
-    def __getattr__(self, level: str) -> Callable[..., None]:
-        if level not in ("debug", "info", "warning", "error", "exception", "critical"):
-            raise AttributeError(level)
-        return self._at(level)
-
-    def events(self, level: str | None = None) -> list[str]:
-        return [e for lv, e, _ in self.lines if level in (None, lv)]
-
-
 class Intake:
     """A WatchSet feeding a Settler that a thread polls, wired as the daemon wires them."""
 
     def __init__(self, *watches: WatchSettings, probe: Callable[[Path], object] = riff_probe,
                  incomplete_timeout: float = 30.0, rescan_interval: float = 300.0) -> None:
-        self.log = LogRecorder()
+        self._capture = capture_logs()
+        self.logs: list[dict[str, Any]] = []
         self.settler = Settler(probe=probe, incomplete_timeout=incomplete_timeout)
         self.arrivals: list[Arrival] = []
         self.ready: list[tuple[float, Ready]] = []
         self._woken = threading.Event()
         self._stop = threading.Event()
-        self.watchset = WatchSet(watches, self.sink, rescan_interval=rescan_interval,
-                                 log=self.log)
+        self.watchset = WatchSet(watches, self.sink, rescan_interval=rescan_interval)
         self._thread = threading.Thread(target=self._loop, name="test-intake")
         self._threads_before = set(threading.enumerate())
 
@@ -120,7 +101,12 @@ class Intake:
             self._woken.wait(min(self.settler.next_check_in(), 0.05))
             self._woken.clear()
 
+    def events(self, level: str | None = None) -> list[str]:
+        """The events logged so far (at ``level``)."""
+        return [e["event"] for e in self.logs if level in (None, e["log_level"])]
+
     def __enter__(self) -> Intake:
+        self.logs = self._capture.__enter__()
         self.watchset.start()
         self._thread.start()
         return self
@@ -130,6 +116,7 @@ class Intake:
         self._woken.set()
         self._thread.join()
         self.watchset.stop()
+        self._capture.__exit__(None, None, None)
         leaked = [t for t in threading.enumerate() if t not in self._threads_before]
         assert not leaked, f"threads left running: {leaked}"
 
@@ -514,7 +501,7 @@ open("{done}", "w").close()
         assert len(counts) == count and set(counts.values()) == {1}
         if 2 * count > queued:
             assert intake.watchset.status()[0]["overflows"] >= 1
-            assert "inotify_overflow" in intake.log.events("warning")
+            assert "inotify_overflow" in intake.events("warning")
 
 
 def test_links_fifos_sockets_and_devices_are_never_taken(dirs: dict[str, Path]) -> None:
@@ -598,8 +585,8 @@ with Intake(make_watch(root)) as intake:
     time.sleep(0.2)
     print(json.dumps({"before": before, "status": intake.watchset.status(),
                       "alive": intake.watchset.alive(), "ready": dict(intake.counts()),
-                      "errors": [[e, kw.get("reason", "")] for lv, e, kw in intake.log.lines
-                                 if lv == "error"]}))
+                      "errors": [[e["event"], e.get("reason", "")] for e in intake.logs
+                                 if e["log_level"] == "error"]}))
 """
 
 
@@ -686,28 +673,28 @@ def test_a_failing_sink_is_logged_and_watching_goes_on(dirs: dict[str, Path]) ->
     """An exception from the sink never reaches watchdog's threads: it is logged, and the
     next arrival is delivered."""
     got: list[Arrival] = []
-    log = LogRecorder()
 
     def sink(arrival: Arrival) -> None:
         if arrival.path.name == "bad.wav":
             raise RuntimeError("boom")
         got.append(arrival)
 
-    watchset = WatchSet([make_watch(dirs["watch"])], sink, rescan_interval=300, log=log)
-    watchset.start()
-    try:
-        (dirs["watch"] / "bad.wav").write_bytes(b"")
-        (dirs["watch"] / "good.wav").write_bytes(b"")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if any(a.path.name == "good.wav" and a.event == "closed" for a in got):
-                break
-            time.sleep(0.01)
-        assert any(a.path.name == "good.wav" and a.event == "closed" for a in got)
-        assert "arrival_sink_failed" in log.events("error")
-        assert watchset.alive()
-    finally:
-        watchset.stop()
+    watchset = WatchSet([make_watch(dirs["watch"])], sink, rescan_interval=300)
+    with capture_logs() as logs:
+        watchset.start()
+        try:
+            (dirs["watch"] / "bad.wav").write_bytes(b"")
+            (dirs["watch"] / "good.wav").write_bytes(b"")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if any(a.path.name == "good.wav" and a.event == "closed" for a in got):
+                    break
+                time.sleep(0.01)
+            assert any(a.path.name == "good.wav" and a.event == "closed" for a in got)
+            assert "arrival_sink_failed" in [e["event"] for e in logs if e["log_level"] == "error"]
+            assert watchset.alive()
+        finally:
+            watchset.stop()
     assert not watchset.alive()
 
 
@@ -726,7 +713,7 @@ def test_a_deleted_or_replaced_root_folder_is_watched_again(dirs: dict[str, Path
         (root / "after-replace.wav").write_bytes(wav(10))
         intake.wait_for("after-replace.wav", timeout=5)
         assert intake.watchset.alive()
-        assert "watch_restarted" in intake.log.events("warning")
+        assert "watch_restarted" in intake.events("warning")
 
 
 def test_status_reports_every_watch_and_a_missing_folder_is_retried(dirs: dict[str, Path],
@@ -743,7 +730,7 @@ def test_status_reports_every_watch_and_a_missing_folder_is_retried(dirs: dict[s
         assert status["polled"]["mode"] == "polling" and status["polled"]["alive"]
         assert not status["missing"]["alive"] and "No such file" in status["missing"]["reason"]
         assert intake.watchset.alive()  # being retried: a restart of the daemon would not help
-        assert "watch_unavailable" in intake.log.events("error")
+        assert "watch_unavailable" in intake.events("error")
         missing.mkdir()
         (missing / "late.wav").write_bytes(wav(10))
         intake.wait_for("late.wav", timeout=5)
