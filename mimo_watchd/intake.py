@@ -10,9 +10,6 @@ duplicate policy's question, asked when the job runs (``jobs``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import structlog
 
 from mimo_watchd.fsutil import sha256_file
@@ -23,8 +20,7 @@ from mimo_watchd.timestamps import iso_seconds
 log = structlog.get_logger("mimo_watchd.intake")
 
 
-def admit(ledger: Ledger, ready: Ready, *,
-          digest: Callable[[Path], str] = sha256_file) -> Job | None:
+def admit(ledger: Ledger, ready: Ready) -> Job | None:
     """The QUEUED job of a settled file, or None when there is nothing new to do."""
     path = ready.path
     try:
@@ -35,7 +31,7 @@ def admit(ledger: Ledger, ready: Ready, *,
     if active is not None and (active.size, active.mtime_ns) == (st.st_size, st.st_mtime_ns):
         return None
     try:
-        sha256 = digest(path)
+        sha256 = sha256_file(path)
     except OSError as exc:
         log.warning("intake.unreadable", path=str(path), reason=exc.strerror)
         return None
