@@ -71,7 +71,7 @@ class Daemon:
         self.watches = {str(w.path): w for w in settings.watches}
         self.settler = Settler(probe=audio.probe,
                                incomplete_timeout=settings.incomplete_timeout_seconds)
-        self.intake = threading.Event()
+        self.arrived = threading.Event()  # the scheduler has arrivals to look at
         self.watchset = WatchSet(settings.watches, self._offer,
                                  rescan_interval=settings.rescan_interval_seconds)
         self.threads: list[threading.Thread] = []
@@ -150,7 +150,7 @@ class Daemon:
                 if self.once and self._idle():
                     log.info("daemon.once_done")
                     self.stop_intake.set()
-                    self.intake.set()
+                    self.arrived.set()
         finally:
             self._shutdown()
         return self.exit_code
@@ -183,7 +183,7 @@ class Daemon:
             os._exit(killed_by(signum))
         log.info("daemon.stopping", signal=signal.Signals(signum).name)
         self.stop_intake.set()
-        self.intake.set()
+        self.arrived.set()
 
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping: finishing in-flight jobs")
@@ -212,11 +212,11 @@ class Daemon:
     def _offer(self, arrival: Any) -> None:
         """The watchers' sink: hand over and wake the scheduler (never blocks)."""
         self.settler.offer(arrival)
-        self.intake.set()
+        self.arrived.set()
 
     def _scheduler(self) -> None:
         while not self.stop_intake.is_set():
-            self.intake.clear()
+            self.arrived.clear()
             try:
                 for ready in self.settler.poll():
                     self.admit(ready)
@@ -224,7 +224,7 @@ class Daemon:
                 log.exception("scheduler.error")
             with self.wake:
                 self.wake.notify_all()
-            self.intake.wait(min(0.5, max(0.005, self.settler.next_check_in())))
+            self.arrived.wait(min(0.5, max(0.005, self.settler.next_check_in())))
 
     def admit(self, ready: Ready) -> None:
         """Queues a settled file (once per identity); fails one that never became whole."""
@@ -253,8 +253,8 @@ class Daemon:
         """The job's context: the settings, client and watch of now, for the whole job (the
         client is the caller's to release)."""
         with self.config_lock:
-            settings, client = self.settings, self.clients.acquire()
             watch = self.watch_for(job.watch)
+            settings, client = self.settings, self.clients.acquire()
         ctx = JobContext(
             settings=settings, watch=watch, ledger=self.ledger,
             transcriber=ClientTranscriber(client, settings.audio), hooks=self.hooks,
@@ -265,25 +265,27 @@ class Daemon:
     def _execute(self, job: Job, failure: MimoWatchdError | None = None) -> Outcome:
         """Runs a claimed job, or fails it with ``failure`` (worker and scheduler alike), inside
         the progress accounting, then lets the pause gate and the status see its outcome."""
-        ctx, client = self._context(job)
         with self.counter_lock:
             self.in_progress += 1
             self.progress[job.id] = time.monotonic()
+        client: MimoClient | None = None
         try:
+            ctx, client = self._context(job)
             runner = JobRunner(ctx)
             outcome = runner.run(job) if failure is None else runner.fail(job, failure)
         except Exception:
             # Even failing could not be recorded (e.g. the failed folder is unwritable):
             # keep the job queued rather than lose track of the file.
             log.exception("worker.error", path=job.path)
-            self.ledger.requeue(job.id, delay=ctx.settings.retry_delay_seconds,
+            self.ledger.requeue(job.id, delay=self.settings.retry_delay_seconds,
                                 error="internal error while finishing the job")
             outcome = Outcome(job.id, "retry")
         finally:
             with self.counter_lock:
                 self.in_progress -= 1
                 self.progress.pop(job.id, None)
-            self.clients.release(client)
+            if client is not None:
+                self.clients.release(client)
         self._after(outcome)
         return outcome
 
