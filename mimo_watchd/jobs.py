@@ -153,15 +153,16 @@ class JobRunner:
         if earlier is not None and policy == "skip":
             plan = placement.choose(ctx.watch, source, "skipped")
             record = Skipped(duplicate_of=earlier.final_path)
-        else:
+        elif earlier is not None and earlier.result is not None:
             plan = placement.choose(ctx.watch, source, "done")
-            if earlier is not None and earlier.result is not None:
-                record = Transcribed.from_json(earlier.result).reused(
-                    path=plan.audio_dest, original_path=job.path, arrived_at=job.arrived_at)
-            else:
-                record = Transcribed.from_result(
-                    self._transcribe(job, source), path=plan.audio_dest,
-                    original_path=job.path, arrived_at=job.arrived_at)
+            record = Transcribed.from_json(earlier.result).reused(
+                path=plan.audio_dest, original_path=job.path, arrived_at=job.arrived_at)
+        else:
+            result = self._transcribe(job, source)
+            # Names are chosen once the transcript exists: free now, and written right away.
+            plan = placement.choose(ctx.watch, source, "done")
+            record = Transcribed.from_result(result, path=plan.audio_dest,
+                                             original_path=job.path, arrived_at=job.arrived_at)
         ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
         return self._finish(job, plan, record, started)
 

@@ -249,6 +249,23 @@ def test_duplicate_policy_skip_moves_without_outputs(
     assert (line["billed_seconds"], line["api_calls"]) == (0, 0)
 
 
+def test_names_are_chosen_once_the_transcript_exists(world: World) -> None:
+    """Sidecars another file wrote under the same stem while this one was being transcribed
+    are never overwritten: this file takes the next free name."""
+    other = world.processed / "a.json"
+
+    class Racing(FakeTranscriber):
+        def transcribe(self, source: Path, **kw: Any) -> TranscriptResult:
+            world.processed.mkdir()
+            other.write_text("{}")  # a.mp3's sidecar, finished meanwhile
+            return super().transcribe(source, **kw)
+
+    world.transcriber = Racing()
+    assert world.run(world.claim("a.wav")).outcome == "done"
+    assert other.read_text() == "{}"
+    assert world.sidecar("a-1")["source"]["path"] == str(world.processed / "a-1.wav")
+
+
 def test_a_transient_failure_is_retried_then_fails_at_max_attempts(
         world: World, logs: list[dict[str, Any]]) -> None:
     """A transient error requeues the job with backoff (job.retry at warning) until
