@@ -17,6 +17,8 @@ import pytest
 from mimo_watchd.emulator import Emulator, FaultRule, tones
 from tests.daemon_support import API_KEY, DaemonProcess, Layout, run_cli, wait_for
 
+pytestmark = pytest.mark.e2e
+
 V = tones.WORDS
 
 
@@ -132,7 +134,7 @@ def _slow_copy(src: Path, dest: Path, pause: float) -> None:
 def test_arrival_matrix_each_file_once(emu: Emulator, layout: Layout, source: Path) -> None:
     """Every real arrival protocol yields exactly one call per file and never a temp name."""
     if shutil.which("rsync") is None:
-        pytest.skip("rsync is not installed (.ci/run installs it)")
+        pytest.skip("rsync is not installed (apt-get install rsync; .ci/run installs it)")
     layout.write_config(emu.url)
     d = DaemonProcess(layout)
     d.wait_ready()
@@ -485,6 +487,7 @@ def test_no_secret_in_any_output(emu: Emulator, layout: Layout) -> None:
     assert not any(API_KEY in b for b in blobs)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_burst_of_20000_files_overflowing_inotify(emu: Emulator, layout: Layout) -> None:
     """20,000 files written at once (more than the inotify queue holds) are all processed once."""

@@ -90,6 +90,7 @@ def as_words(text: str) -> list[str]:
     return [w.strip(".,") for w in text.split()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("gapless", "fmt"), [(False, "mp3"), (True, "flac")])
 def test_forty_minutes_exact_sequence(emu: Emulator, tmp_path: Path, gapless: bool,
                                       fmt: str) -> None:
@@ -156,6 +157,7 @@ def test_retry_resends_only_failed_chunk(emu: Emulator, tmp_path: Path) -> None:
     assert sum(c.from_journal for c in result.chunks) == done
 
 
+@pytest.mark.e2e
 def test_crash_mid_file_resumes_without_resending(tmp_path: Path) -> None:
     """kill -9 after the first chunk's response is journaled: the restart sends only the rest."""
     emu = Emulator(EmulatorConfig(latency_scale=0.0, rpm=None, tpm=None))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+import pytest
 
 from mimo_watchd.emulator import Emulator, FaultRule, tones
 from tests.daemon_support import API_KEY, DaemonProcess, Layout, run_cli, wait_for
@@ -52,6 +53,7 @@ class NotifySocket:
         self.sock.close()
 
 
+@pytest.mark.e2e
 def test_notify_ready_status_watchdog_and_hang(emu: Emulator, tmp_path: Path) -> None:
     """READY, STATUS and WATCHDOG pings flow; a hung request stops the pings."""
     layout = Layout(tmp_path)
@@ -82,6 +84,7 @@ def test_notify_ready_status_watchdog_and_hang(emu: Emulator, tmp_path: Path) ->
         sock.close()
 
 
+@pytest.mark.e2e
 def test_reload_sends_reloading_then_ready(emu: Emulator, tmp_path: Path) -> None:
     """SIGHUP is bracketed by RELOADING=1 and READY=1; SIGTERM sends STOPPING=1."""
     import signal
@@ -111,6 +114,7 @@ def scrape(url: str) -> dict[str, float]:
     return values
 
 
+@pytest.mark.e2e
 def test_metrics_and_healthz_during_processing(emu: Emulator, tmp_path: Path) -> None:
     """/metrics counts files, calls, billed seconds; /healthz turns 503 while paused."""
     layout = Layout(tmp_path)
@@ -165,6 +169,7 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.e2e
 def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_path: Path) -> None:
     """A command hook and a webhook get the data; a failing and a hanging hook change nothing."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
