@@ -16,7 +16,8 @@ from mimo_watchd.config import Secret, default_api_settings, default_audio_setti
 from mimo_watchd.emulator import Emulator, EmulatorConfig, FaultRule, tones
 from mimo_watchd.errors import PermanentApiError
 from mimo_watchd.pipeline import FileTranscriber
-from tests.daemon_support import DaemonProcess, Layout
+from tests.daemon_support import DaemonProcess
+from tests.support import Deployment
 
 COMMON = [w for w in tones.WORDS if w not in ("scarlet", "ivory")]
 
@@ -163,7 +164,7 @@ def test_crash_mid_file_resumes_without_resending(tmp_path: Path) -> None:
     emu = Emulator(EmulatorConfig(latency_scale=0.0, rpm=None, tpm=None))
     emu.start()
     try:
-        layout = Layout(tmp_path)
+        layout = Deployment(tmp_path, test_timing=True)
         _, words = short_file(layout.inbox / "meeting.wav")
         layout.write_config(emu.url, api={"max_concurrency": 1}, audio=AUDIO)
         d = DaemonProcess(layout, once=True, env={"MIMO_WATCHD_CRASH_AT": "journaled"})

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from mimo_watchd.emulator import Emulator, FaultRule, tones
-from tests.daemon_support import API_KEY, DaemonProcess, Layout, run_cli, wait_for
+from tests.daemon_support import API_KEY, DaemonProcess, run_cli
+from tests.support import Deployment, wait_for
 
 
 class NotifySocket:
@@ -56,7 +57,7 @@ class NotifySocket:
 @pytest.mark.e2e
 def test_notify_ready_status_watchdog_and_hang(emu: Emulator, tmp_path: Path) -> None:
     """READY, STATUS and WATCHDOG pings flow; a hung request stops the pings."""
-    layout = Layout(tmp_path)
+    layout = Deployment(tmp_path, test_timing=True)
     sock = NotifySocket(tmp_path / "notify.sock")
     layout.write_config(emu.url, worker_stall_seconds=1.0,
                         api={"timeout_base_seconds": 120.0, "max_retries": 0})
@@ -89,7 +90,7 @@ def test_reload_sends_reloading_then_ready(emu: Emulator, tmp_path: Path) -> Non
     """SIGHUP is bracketed by RELOADING=1 and READY=1; SIGTERM sends STOPPING=1."""
     import signal
 
-    layout = Layout(tmp_path)
+    layout = Deployment(tmp_path, test_timing=True)
     sock = NotifySocket(tmp_path / "notify.sock")
     layout.write_config(emu.url)
     d = DaemonProcess(layout, env={"NOTIFY_SOCKET": str(sock.path)})
@@ -117,7 +118,7 @@ def scrape(url: str) -> dict[str, float]:
 @pytest.mark.e2e
 def test_metrics_and_healthz_during_processing(emu: Emulator, tmp_path: Path) -> None:
     """/metrics counts files, calls, billed seconds; /healthz turns 503 while paused."""
-    layout = Layout(tmp_path)
+    layout = Deployment(tmp_path, test_timing=True)
     port = _free_port()
     layout.write_config(emu.url, metrics={"listen": f"127.0.0.1:{port}"})
     emu.add_fault(FaultRule("500", times=1))
@@ -176,7 +177,7 @@ def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_pat
     _Receiver.received = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        layout = Layout(tmp_path)
+        layout = Deployment(tmp_path, test_timing=True)
         record = tmp_path / "hook-record.jsonl"
         script = tmp_path / "hook.py"
         script.write_text(
@@ -222,7 +223,7 @@ def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_pat
 
 def test_check_command(emu: Emulator, tmp_path: Path) -> None:
     """check validates config and key (78 on problems) and --api reports auth problems (69)."""
-    layout = Layout(tmp_path)
+    layout = Deployment(tmp_path, test_timing=True)
     layout.write_config(emu.url)
     r = run_cli(layout, "check", "-c", str(layout.config), "--api")
     assert r.returncode == 0, r.stderr

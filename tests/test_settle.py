@@ -14,15 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mimo_watchd import writers
-from mimo_watchd.config import DEFAULT_INCLUDE, WatchSettings
 from mimo_watchd.errors import AudioError, IncompleteAudioError
 from mimo_watchd.settle import Ready, Settler
 from mimo_watchd.watcher import Arrival
+from tests.support import make_watch, whole
 
 SETTLE = 2.0
 
@@ -38,22 +37,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def make_watch(root: Path, **overrides: Any) -> WatchSettings:
-    fields: dict[str, Any] = {
-        "path": root, "recursive": True, "include": DEFAULT_INCLUDE, "exclude": (),
-        "language": None, "processed_dir": root.parent / "processed",
-        "failed_dir": root.parent / "failed", "output_dir": None, "polling": False,
-        "poll_interval_seconds": 1.0, "settle_seconds": SETTLE, "on_success": None,
-        "on_failure": None,
-    }  # fmt: skip
-    fields.update(overrides)
-    return WatchSettings(**fields)
-
-
-def whole(path: Path) -> None:
-    """A probe that finds every file whole."""
 
 
 @pytest.fixture
@@ -75,7 +58,7 @@ def settler(clock: FakeClock, probe: Callable[[Path], object] = whole,
 
 def arrive(s: Settler, root: Path, name: str, event: str) -> Path:
     path = root / name
-    s.offer(Arrival(make_watch(root), path, event, time.monotonic()))
+    s.offer(Arrival(make_watch(root, settle_seconds=SETTLE), path, event, time.monotonic()))
     return path
 
 
@@ -262,7 +245,7 @@ def test_arrived_at_is_the_wall_clock_time_of_the_first_sighting(root: Path,
     """arrived_at comes from the earliest arrival, converted to wall-clock time."""
     s = settler(clock)
     (root / "a.wav").write_bytes(b"x")
-    watch = make_watch(root)
+    watch = make_watch(root, settle_seconds=SETTLE)
     s.offer(Arrival(watch, root / "a.wav", "created", time.monotonic() - 5))
     s.offer(Arrival(watch, root / "a.wav", "closed", time.monotonic()))
     [ready] = s.poll()
@@ -440,7 +423,7 @@ def test_offer_never_waits_for_a_slow_poll_and_loses_nothing(root: Path) -> None
         time.sleep(0.001)
 
     s = Settler(probe=slow_probe, incomplete_timeout=60)
-    watch = make_watch(root)
+    watch = make_watch(root, settle_seconds=SETTLE)
     ready: list[Ready] = []
     worst = [0.0]
 

@@ -29,23 +29,10 @@ from mimo_watchd.errors import IncompleteAudioError
 from mimo_watchd.names import is_temp_name
 from mimo_watchd.settle import Ready, Settler
 from mimo_watchd.watcher import Arrival, WatchSet, accepts, scan
+from tests.support import SETTLE, make_watch, whole
 
-SETTLE = 0.3  # quiet period of the tests' watches
 PAUSE = 0.7  # a writer's pause: longer than the quiet period, so a wrong take would happen
 REPO = Path(__file__).resolve().parent.parent
-
-
-def make_watch(root: Path, **overrides: Any) -> WatchSettings:
-    """A watch of ``root`` with the tests' short quiet period."""
-    fields: dict[str, Any] = {
-        "path": root, "recursive": True, "include": DEFAULT_INCLUDE, "exclude": (),
-        "language": None, "processed_dir": root.parent / "processed",
-        "failed_dir": root.parent / "failed", "output_dir": None, "polling": False,
-        "poll_interval_seconds": 0.2, "settle_seconds": SETTLE, "on_success": None,
-        "on_failure": None,
-    }  # fmt: skip
-    fields.update(overrides)
-    return WatchSettings(**fields)
 
 
 def wav(data_bytes: int) -> bytes:
@@ -66,10 +53,6 @@ def riff_probe(path: Path) -> None:
         size = os.stat(path).st_size
         if size < declared:
             raise IncompleteAudioError(f"RIFF declares {declared} bytes, holds {size}")
-
-
-def whole(path: Path) -> None:
-    """A probe that finds every file whole (so only the writer check can hold a file back)."""
 
 
 class LogRecorder:
@@ -586,7 +569,8 @@ LIMIT_CHILD = """
 import json, os, sys, threading, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from tests.test_watcher import Intake, make_watch, wav
+from tests.support import make_watch
+from tests.test_watcher import Intake, wav
 setting, value, root, scenario = sys.argv[2], sys.argv[3], Path(sys.argv[4]), sys.argv[5]
 Path("/proc/sys/user", setting).write_text(value)
 with Intake(make_watch(root)) as intake:
