@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,33 @@ class DaemonProcess:
         wait_for(lambda: self.saw("daemon.start") or self.proc.poll() is not None, timeout,
                  what="daemon start")
         assert self.proc.poll() is None, self.log_path.read_text()
+
+    def wait_idle(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Waits until a status the daemon wrote after this call reports nothing settling or in
+        progress, and its ledger holds no queued or processing job; returns that status.
+
+        Where a test once slept so that anything late "would show now", this is the moment from
+        which nothing more happens unless something new arrives.
+        """
+        since = datetime.now(UTC)
+        status_file = self.layout.state / "status.json"
+
+        def idle() -> dict[str, Any] | None:
+            assert self.proc.poll() is None, self.text()[-3000:]
+            try:
+                doc: dict[str, Any] = json.loads(status_file.read_text())
+            except (OSError, ValueError):
+                return None  # not written yet
+            if datetime.fromisoformat(doc["updated_at"]) <= since:
+                return None
+            if doc["settling"] or doc["in_progress"]:
+                return None
+            counts = self.layout.ledger_counts()
+            return None if counts.get("QUEUED") or counts.get("PROCESSING") else doc
+
+        result: dict[str, Any] = wait_for(
+            idle, timeout, "the daemon to report nothing settling, queued or in progress")
+        return result
 
     def wait(self, timeout: float = 60.0) -> int:
         try:
