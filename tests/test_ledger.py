@@ -24,7 +24,18 @@ def _version_1(path: Path) -> None:
     db.close()
 
 
+def _dump(path: Path) -> list[str]:
+    """Every schema statement and row of the SQLite file at ``path``, as SQL."""
+    db = sqlite3.connect(path)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()
+
+
 def test_version_1_ledger_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """A version-1 ledger is upgraded in place, keeps its jobs, and stays as it is when opened
+    again."""
     _version_1(tmp_path / "ledger.sqlite3")
     ledger = SqliteLedger(tmp_path)
     try:
@@ -40,7 +51,9 @@ def test_version_1_ledger_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None
     (version,) = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     db.close()
     assert version == str(SCHEMA_VERSION) == "2"
-    SqliteLedger(tmp_path).close()  # opening an upgraded ledger again changes nothing
+    upgraded = _dump(tmp_path / "ledger.sqlite3")
+    SqliteLedger(tmp_path).close()
+    assert _dump(tmp_path / "ledger.sqlite3") == upgraded
 
 
 def test_a_job_running_when_the_daemon_died_runs_alone(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -181,12 +182,19 @@ def test_ipv6_loopback(health: Health) -> None:
 
 
 def test_stop_releases_the_port(health: Health) -> None:
-    """After stop() the port is free again and the thread is gone."""
+    """After stop() the port refuses connections, the serving thread is gone, and a new server
+    can listen on the same port."""
+    before = set(threading.enumerate())
     srv = serve("127.0.0.1:0", Metrics(), health)
     port = srv.port
+    assert httpx.get(srv.url + "/healthz").status_code == 200
     srv.stop()
-    again = serve(f"127.0.0.1:{port}", Metrics(), health)
-    again.stop()
+    assert [t for t in threading.enumerate() if t.name == "metrics-http" and t not in before] == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")
+    with serve(f"127.0.0.1:{port}", Metrics(), health) as again:
+        assert again.port == port
+        assert httpx.get(again.url + "/healthz").status_code == 200
 
 
 @pytest.mark.parametrize(
