@@ -4,8 +4,8 @@
   overwriting is asked for), then fsync of the folder.
 - ``safe_move``: hard link + unlink within a file system (atomic and no-clobber), copy + fsync +
   unlink across file systems; the source is removed only once the copy is durable.
-- ``link_new``/``copy_new``: give an opened file (a folder's descriptor and a name, or the
-  file's own descriptor) exactly one new name, never replacing what is there.
+- ``link_new``/``rename_new``/``copy_new``: give an opened file (a folder's descriptor and a
+  name, or the file's own descriptor) exactly one new name, never replacing what is there.
 - ``remove_name``: remove a name only while it still names the file we mean, so a file swapped
   in at the last moment is never the one deleted.
 - ``free_stem``: a file stem under which none of the given names exist yet ("call", "call-1", …).
@@ -17,6 +17,7 @@ Every "exists" error names the target, never a temp file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
@@ -31,6 +32,10 @@ from mimo_watchd import crashpoints
 TEMP_PREFIX = ".mimo-watchd-"
 # Errors meaning "this file system cannot hard-link", where a checked rename is the fallback.
 _NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+_RENAME_NOREPLACE = 1  # renameat2(2)
+_AT_FDCWD = -100
+# renameat2 refuses RENAME_NOREPLACE here (old kernel, this file system): no atomic way.
+_NO_NOREPLACE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
 def fsync_dir(folder: Path) -> None:
@@ -158,6 +163,27 @@ def link_new(dir_fd: int, name: str, dst: Path) -> None:
     fsync_dir(dst.parent)
 
 
+def rename_new(dir_fd: int, name: str, dst: Path) -> bool:
+    """Renames ``name`` in the folder ``dir_fd`` to ``dst`` in one step that never replaces an
+    existing ``dst`` (``renameat2`` with ``RENAME_NOREPLACE``; a symlink is moved as itself).
+    FileExistsError if ``dst`` exists; False where no such rename exists (C library, kernel or
+    file system), with nothing done."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(dir_fd, os.fsencode(name), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE):
+        code = ctypes.get_errno()
+        if code in _NO_NOREPLACE:
+            return False
+        if code == errno.EEXIST:
+            raise _exists(dst)
+        raise OSError(code, os.strerror(code), str(dst))
+    fsync_dir(dst.parent)
+    with contextlib.suppress(OSError):
+        os.fsync(dir_fd)
+    return True
+
+
 def copy_new(fd: int, dst: Path) -> None:
     """Copies the open file ``fd`` (content, mode, times) to exactly ``dst``, durable before it
     appears; FileExistsError if ``dst`` exists. Reads with ``pread``: ``fd``'s offset stays."""
@@ -206,15 +232,16 @@ def remove_name(dir_fd: int, name: str, ours: Callable[[os.stat_result], bool]) 
         os.unlink(aside, dir_fd=dir_fd)
         removed = True
     else:
-        _put_back(dir_fd, aside, name)
+        put_back(aside, dir_fd, name)
         removed = False
     with contextlib.suppress(OSError):
         os.fsync(dir_fd)
     return removed
 
 
-def _put_back(dir_fd: int, aside: str, name: str) -> None:
-    """Gives a file renamed aside by mistake its name again, or the first free ``stem-N``."""
+def put_back(src: str | Path, dir_fd: int, name: str) -> None:
+    """Renames ``src`` (absolute, or in the folder ``dir_fd``), a file moved by mistake, to
+    ``name`` in ``dir_fd`` again, or to the first free ``stem-N`` beside it."""
     stem, ext = os.path.splitext(name)
     n = 0
     while True:
@@ -222,7 +249,7 @@ def _put_back(dir_fd: int, aside: str, name: str) -> None:
         try:
             os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            os.rename(aside, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.rename(src, candidate, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return
         n += 1
 

@@ -45,9 +45,9 @@ from mimo_watchd.errors import JobError
 from mimo_watchd.inputs import Identity, InputFile
 from mimo_watchd.paths import relative_to
 
-# Hard links are impossible there (another file system, or none on this one): copy instead.
-_COPY_INSTEAD = {errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK,
-                 errno.ENOSYS}
+# No hard link of the inbox file: not ours to link (protected_hardlinks), or no hard links on
+# this file system. A no-replace rename (or a copy) does instead.
+_RENAME_INSTEAD = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
 @dataclass(frozen=True)
@@ -252,28 +252,44 @@ def _claim_audio(dest: Path, placed: Path | None, source: InputFile | None,
 
 
 def _place_source(dest: Path, source: InputFile | None, ident: Identity | None) -> bool:
-    """Links exactly the transcribed inode from the inbox to ``dest`` or, where that cannot
-    be (another file system, or the name now holds another file), copies it from the job's
-    descriptor while its content is unchanged. False when neither is possible."""
+    """Gives ``dest`` exactly the transcribed inode from the inbox: a hard link taken from the
+    opened folder, or (no link allowed) a no-replace rename; where neither can be (another file
+    system, or the name now holds another file) a copy from the job's descriptor while its
+    content is unchanged. False when none is possible: the transcribed audio is gone."""
     if source is None or ident is None:
         return False
     at_source = source.at_source()
-    if at_source is not None and ident.same(at_source):
-        try:
-            fsutil.link_new(source.dir_fd, source.name, dest)
-        except FileExistsError:
-            raise
-        except OSError as exc:
-            if exc.errno not in _COPY_INSTEAD:
-                raise
-        else:
-            if ident.same_file(os.lstat(dest)):
-                return True
-            os.unlink(dest)  # swapped since the check: our new link names someone else's file
+    if at_source is not None and ident.same(at_source) and _moved(source, dest, ident):
+        return True
     if not ident.same(os.fstat(source.fd)):
         return False  # rewritten in place: the transcribed content is gone
     fsutil.copy_new(source.fd, dest)
     return True
+
+
+def _moved(source: InputFile, dest: Path, ident: Identity) -> bool:
+    """Links (or renames) the name in the inbox to ``dest`` and checks it got our inode; an
+    inode swapped in meanwhile is given back. False when only a copy can do."""
+    renamed = False
+    try:
+        fsutil.link_new(source.dir_fd, source.name, dest)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        if exc.errno not in _RENAME_INSTEAD:
+            raise
+        if not fsutil.rename_new(source.dir_fd, source.name, dest):
+            return False
+        renamed = True
+    if ident.same_file(os.lstat(dest)):
+        return True
+    if renamed:  # someone else's file: back where it was (or beside it, if that is taken)
+        fsutil.put_back(dest, source.dir_fd, source.name)
+    else:
+        os.unlink(dest)  # our new link names someone else's file
+    return False
 
 
 def _holds(dest: Path, ident: Identity, sha256: str | None) -> bool:

@@ -4,6 +4,7 @@ names the transcribed file (issue 12 items 1, 9, 10; issue 11 item 10)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -240,3 +241,39 @@ def test_a_plan_recorded_by_the_previous_version_still_resumes(tmp_path: Path) -
         placed = placement.carry_out(plan, record_of(source, "x"), source, resuming=True)
     assert placed.audio == processed / "a-1.wav" and placed.plan.stem == "a-1"
     assert sorted(p.name for p in processed.iterdir()) == ["a-1.json", "a-1.txt", "a-1.wav"]
+
+
+def test_a_file_we_may_not_link_is_renamed_not_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel refuses a hard link of the inbox file (protected_hardlinks: the file
+    belongs to another user) the very inode is renamed into place without replacing anything,
+    not copied."""
+    inbox, processed = tmp_path / "in", tmp_path / "processed"
+    inbox.mkdir()
+    (inbox / "a.wav").write_bytes(b"RIFF someone else's")
+    ino = os.lstat(inbox / "a.wav").st_ino
+
+    def refused(dir_fd: int, name: str, dst: Path) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(dst))
+
+    monkeypatch.setattr(fsutil, "link_new", refused)
+    with InputFile.open(inbox, inbox / "a.wav") as source:
+        plan = plan_for(watch_of(inbox, processed), source)
+        placed = placement.carry_out(plan, record_of(source, "x"), source)
+    assert placed.audio == processed / "a.wav" and os.lstat(placed.audio).st_ino == ino
+    assert not (inbox / "a.wav").exists() and set(placed.files) == {"txt", "json"}
+
+
+def test_rename_new_never_replaces(tmp_path: Path) -> None:
+    """The no-replace rename refuses an existing target, naming it, and leaves both files."""
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileExistsError) as info:
+            fsutil.rename_new(fd, "a", tmp_path / "b")
+        assert info.value.filename == str(tmp_path / "b")
+        assert fsutil.rename_new(fd, "a", tmp_path / "c")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "b").read_text() == "b" and (tmp_path / "c").read_text() == "a"
