@@ -231,9 +231,9 @@ class JobRunner:
                                      record_plan=record_plan)
         if placed.audio is None:
             return self._vanished(job, (
-                "it was rewritten while it was processed: the audio that was transcribed "
-                "exists nowhere any more, so no outputs were written (its result is kept in "
-                "the ledger); the new content is its own job") if source is not None else (
+                "it was rewritten while it was processed: the audio as processed exists "
+                "nowhere any more, so no outputs were written (the result is kept in the "
+                "ledger); the new content is its own job") if source is not None else (
                 "it disappeared before it was moved; no outputs were written"))
         dest = str(placed.audio)
         failed = isinstance(record, Failed)
