@@ -14,12 +14,13 @@
 transcribed) is recorded in the ledger before anything is written under its names.
 ``carry_out`` then claims the names with no-overwrite primitives in a fixed order: the audio
 first (a hard link of exactly the inode that was transcribed, or a copy of it read through the
-job's own descriptor; a no-replace rename where the kernel refuses the link), then each
-sidecar (the JSON last). Whoever creates a name first owns it; a job that finds one taken
-removes what it wrote under that candidate and takes the next, recording the new plan first. Concurrent jobs (threads of one daemon, or daemons sharing a
-processed folder) thus never overwrite one another or share a name, and since every job claims
-in the same order, one of two contenders always gets the whole set. Only then is the inbox name
-removed, and only while it still names that inode.
+job's own descriptor; a no-replace rename where the kernel refuses the link), then each sidecar
+(the JSON last). Whoever creates a name first owns it; a job that finds one taken removes what
+it wrote under that candidate and takes the next, recording the new plan first. Concurrent jobs
+(threads of one daemon, or daemons sharing a processed folder) thus never overwrite one another
+or share a name, and since every job claims in the same order, one of two contenders always
+gets the whole set. Only then is the inbox name removed, and only while it still names that
+inode.
 
 Sidecars are written only once the audio they name is in place: when the transcribed audio
 exists nowhere any more (rewritten in place while it was transcribed), nothing is written.
