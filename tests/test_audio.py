@@ -568,9 +568,10 @@ def test_split_span_cuts_in_a_pause_or_overlaps(tmp_path: Path) -> None:
     gapped = synth([(6.0, 440.0), (8.0, None), (3.0, 660.0)], 16000)
     prepared = prepare(write(tmp_path / "g.flac", gapped, 16000, "flac", "flac"), settings())
     (clip,) = list(prepared.iter_clips())
-    assert clip.pieces == ((0.0, 6.3), (13.7, 17.0))
+    assert len(clip.pieces) == 2
+    assert [x for p in clip.pieces for x in p] == pytest.approx([0.0, 6.3, 13.7, 17.0], abs=0.02)
     first, second = prepared.split(clip)
-    assert (first.pieces, second.pieces) == (((0.0, 6.3),), ((13.7, 17.0),))
+    assert (first.pieces, second.pieces) == ((clip.pieces[0],), (clip.pieces[1],))
 
 
 def test_prepare_reports_incomplete_and_undecodable_files(tmp_path: Path) -> None:

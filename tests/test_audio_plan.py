@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mimo_watchd.audio.gate import MIN_SOUND, WARMUP, SpeechGate
-from mimo_watchd.audio.levels import LevelMeter, NoiseFloor, db, mean_db
+from mimo_watchd.audio.levels import LevelMeter, NoiseFloor, mean_db
 from mimo_watchd.audio.plan import Cut, Planner, halve
 
 FLOOR, SPEECH = -55.0, -20.0
@@ -183,13 +183,22 @@ def test_halve_prefers_a_join_then_a_pause_near_the_middle_then_overlaps() -> No
 
 
 def test_levels_and_floor() -> None:
-    """Frame levels are exact RMS dBFS whatever the blocks; the floor is a low percentile."""
-    tone = (0.5 * 32767 * np.sin(np.arange(48_000) * 0.05)).astype(np.int16)
-    meter = LevelMeter(160)
-    parts = [meter.feed(tone[i : i + 999]) for i in range(0, len(tone), 999)]
-    levels = np.concatenate([*parts, meter.finish()])
-    assert len(levels) == 300 and np.allclose(levels, db(tone.reshape(-1, 160)))
-    assert levels.mean() == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.05)
+    """Frame levels are RMS dBFS whatever the blocks, without DC or drift, and a steady hum
+    keeps a steady level; the floor is a low percentile."""
+    t = np.arange(48_000) / 16000
+    tone = (0.5 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+
+    def levels_of(pcm: np.ndarray, block: int) -> np.ndarray:
+        meter = LevelMeter(160)
+        parts = [meter.feed(pcm[i : i + block]) for i in range(0, len(pcm), block)]
+        return np.concatenate([*parts, meter.finish()])
+
+    levels = levels_of(tone, 999)
+    assert len(levels) == 300 and np.array_equal(levels, levels_of(tone, 48_000))
+    assert np.allclose(levels, 20 * np.log10(0.5 / np.sqrt(2)), atol=0.05)
+    assert np.allclose(levels_of(tone // 100 + 3000, 777), levels - 40, atol=0.1)  # DC offset
+    hum = (0.01 * 32767 * np.sin(2 * np.pi * 50 * t + 1)).astype(np.int16)
+    assert np.ptp(levels_of(hum, 500)[2:-2]) < 0.1
     floor = NoiseFloor()
     floor.add(np.concatenate([np.full(95, -20.0), np.full(5, -61.0)]).astype(np.float32))
     assert floor.floor_db() == pytest.approx(-61.0, abs=0.5) and floor.peak_db == -20.0
