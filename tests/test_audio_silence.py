@@ -195,9 +195,12 @@ def test_an_opened_file_is_read_through_its_descriptor_never_by_name(tmp_path: P
         os.symlink(other, path)
         assert probe(f, name="inbox/msg.flac").name == "inbox/msg.flac"
         prepared = prepare(f.fileno(), AudioParams(), name="inbox/msg.flac")
-        assert heard(list(prepared.iter_clips())) == WORDS_A * 2
+        clips = list(prepared.iter_clips())
+        assert heard(clips) == WORDS_A * 2
         assert f.tell() == 123 and f.read(4) != b""
         assert prepared.info.name == "inbox/msg.flac"
+        by_name = list(prepare(tmp_path / "moved.flac", AudioParams()).iter_clips())
+        assert [c.key for c in clips] == [c.key for c in by_name]
 
 
 def tone_file(path: Path, minutes: float) -> Path:
@@ -225,3 +228,19 @@ def test_clips_come_while_the_file_is_still_being_decoded(tmp_path: Path) -> Non
     rest = list(clips)
     assert rest and rest[-1].end <= 90.0 + 1e-6
     assert prepared.summary.audio_seconds == pytest.approx(90.0, abs=0.01)
+
+
+def test_the_old_behaviour_stays_reachable_by_parameters(tmp_path: Path) -> None:
+    """300 s clips at 16 kHz with nothing left out: a 320 s file with a 30 s silence gives two
+    clips covering every second of it."""
+    words = tones.synthesize(WORDS_A * 18, word_seconds=0.4, gap_seconds=0.6)  # ~144 s
+    pcm = np.concatenate([words, np.zeros(30 * RATE, np.int16), words,
+                          np.zeros(320 * RATE - 2 * len(words) - 30 * RATE, np.int16)])
+    old = AudioParams(max_clip_seconds=300, skip_silence=False, max_sample_rate=16000)
+    prepared = prepare(write(tmp_path / "old.flac", pcm), old)
+    clips = list(prepared.iter_clips())
+    assert prepared.rate == 16000 and len(clips) == 2
+    assert clips[0].start == 0.0 and clips[1].end == pytest.approx(320.0)
+    assert clips[0].end == clips[1].start and 150.0 <= clips[0].end <= 300.0
+    assert prepared.summary.sent_seconds == pytest.approx(320.0)
+    assert heard(clips) == WORDS_A * 36
