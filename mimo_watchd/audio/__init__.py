@@ -44,17 +44,27 @@ default or 16-bit wav, each clip within ``max_b64_chars`` of base64 (the wav cli
 to fit). Clips span at most ``max_clip_seconds`` (60 s) of source time, or
 ``subtitle_clip_seconds`` (15 s) when subtitles are wanted.
 
-Clips and silence (``gate``, ``plan``)
---------------------------------------
-The level of every 10 ms frame is measured against the file's own noise floor: a frame is sound
-when it is ``speech_above_floor_db`` over the floor and above ``silence_floor_db``. Silences
-longer than ``skip_silence_seconds`` are left out but for ``silence_margin_seconds`` next to
-speech. A clip may join several speech stretches (each long silence between them shrinks to
-its two margins), as long as it spans at most ``max_clip_seconds`` of source time: fewer
-requests (the account allows 100 a minute), less per-second rounding and fewer ~21-token
-overheads than a clip per stretch, while every clip keeps real source times (its ``pieces``).
-With ``subtitles``, every silence left out ends a clip, so cue times are real cut points.
-``skip_silence=False`` sends everything (and never reports ``no_speech``).
+Clips and silence (``levels``, ``gate``, ``plan``)
+--------------------------------------------------
+The level of every 10 ms frame (after a 20 ms moving-average high-pass: DC and rumble are not
+sound) is measured against the file's own noise floor, a low percentile of its levels that
+never rises once measured: a frame is sound when it is ``speech_above_floor_db`` over the
+floor, never when under ``silence_floor_db`` and always when over ``sound_ceiling_db``. A
+phone line's hiss is thus silence and quiet speech over a quiet line is not; measured with
+``bench vad-compare``, this keeps every frame of tone words and of real speech over white,
+pink and hum floors while sending none of the line noise, which WebRTC VAD and Silero VAD do
+not beat (and Silero hears no tone words at all). Silences longer than
+``skip_silence_seconds`` are left out but for ``silence_margin_seconds`` next to speech (also
+at the file's start and end); stretches of under 0.1 s of sound (clicks) are silence.
+
+A clip may join several speech stretches (each long silence between them shrinks to its two
+margins), as long as it spans at most ``max_clip_seconds`` of source time: fewer requests (the
+account allows 100 a minute), less per-second rounding and fewer ~21-token overheads than a
+clip per stretch, while every clip keeps real source times (its ``pieces``), and a long silence
+in a clip's later half still ends it. Elsewhere a clip ends in the latest of the quietest
+pauses (>= ``min_pause_seconds``) of its later half, or, without one, at the limit with an
+overlap. With ``subtitles``, every silence left out ends a clip, so cue times are real cut
+points. ``skip_silence=False`` sends everything (and never reports ``no_speech``).
 """
 
 from mimo_watchd.audio.encode import MIME, MP3_BITRATE
