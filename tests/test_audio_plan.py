@@ -216,3 +216,20 @@ def test_warmup_delays_the_first_decision_and_look_ahead_is_bounded() -> None:
     for end in range(WARMUP, len(levels), 250):
         gate.feed(levels[gate.levels.end : end])
         assert end - gate.known <= SKIP + MARGIN + 100
+
+
+def test_a_constant_loud_signal_is_sound_not_line_noise() -> None:
+    """Minutes of gapless words at a steady -9 dBFS are all sent: no line hisses that loud."""
+    levels = np.full(12_000, -9.0, dtype=np.float32)
+    assert sent(plan(levels), len(levels)).all()
+
+
+def test_minutes_of_quiet_talk_without_pauses_do_not_raise_the_floor() -> None:
+    """After 30 s of a -55 dBFS line, ten minutes of talk at -35 dBFS that never pauses (its
+    dips stay 6 dB down) are all sent: the floor measured first does not creep up into them."""
+    levels = talk(profile(30), 5, 20)
+    quiet = np.full(60_000, -35.0, dtype=np.float32)
+    quiet[::3] = -41.0
+    levels = np.concatenate([levels, quiet])
+    mask = sent(plan(levels), len(levels))
+    assert mask[3000:].all()
