@@ -12,7 +12,9 @@ are translated at exactly one boundary each and chained with ``from exc``::
     │   ├── PermanentApiError       400, 421, content_filter: this input will never succeed
     │   ├── OutputTruncatedError    finish_reason "length": re-split the audio smaller
     │   ├── TransientApiError       429, 5xx, timeouts, dropped connections, stream without [DONE]
-    │   │   └── RateLimitedError    429 specifically (slows the whole client down)
+    │   │   ├── RateLimitedError    429 specifically (slows the whole client down)
+    │   │   └── ApiUnreachableError no connection to the API's host (DNS, refused, proxy, connect
+    │   │                           timeout): pause all API work until it answers again
     │   └── OperatorError           401, 402, 403, 404: needs a human; pause all API work
     ├── JobError                    a file could not be processed for a reason of its own
     │   │                           (unsafe path, move failed, vanished)
@@ -132,6 +134,24 @@ class TransientApiError(ApiError):
 
 class RateLimitedError(TransientApiError):
     """HTTP 429: the account's request or token budget is spent for now."""
+
+
+class ApiUnreachableError(TransientApiError):
+    """No connection to the API's host could be made (DNS failure, connection refused, a proxy
+    down, a connect timeout): a network outage is the operator's problem, not the file's, so
+    API work pauses (no attempt is spent) until the host answers again."""
+
+    pauses = True
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(f"the API at {host} is unreachable ({detail})")
+        self.host = host
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        """The outage alone (without the chunk a transcriber prefixes: it is no chunk's fault)."""
+        return f"the API at {self.host} is unreachable ({self.detail})"
 
 
 class OperatorError(ApiError):
