@@ -19,7 +19,10 @@ are translated at exactly one boundary each and chained with ``from exc``::
     ├── JobError                    a file could not be processed for a reason of its own
     │   │                           (unsafe path, move failed, vanished)
     │   └── CrashLoopError          the daemon died while processing it, again and again
-    └── LedgerError                 the ledger's storage failed (sqlite3 errors, translated)
+    ├── LedgerError                 the ledger's storage failed (sqlite3 errors, translated)
+    │   ├── LedgerFullError         no space left for it: hold what is paid, pause, resume later
+    │   └── LedgerLostError         corrupt, empty, deleted or replaced: refuse it, stop (78)
+    └── AlreadyRunningError         another daemon holds the state folder's lock
 
 ``retryable`` says whether trying the same request again later can succeed; ``pauses`` says
 whether the whole daemon must stop calling the API until an operator fixes something.
@@ -79,6 +82,30 @@ class CrashLoopError(JobError):
 
 class LedgerError(MimoWatchdError):
     """The ledger could not be read or written (disk full, corrupt file, locked, closed)."""
+
+
+class LedgerFullError(LedgerError):
+    """The state folder has no space left for the ledger: nothing is lost (what cannot be
+    written is held in memory), but intake and API work wait until space is freed."""
+
+    pauses = True
+
+
+class LedgerLostError(LedgerError):
+    """The ledger cannot be trusted: corrupt, empty, or deleted or replaced while in use.
+
+    Carrying on (or starting afresh over it) would forget which files were already paid for,
+    so the daemon refuses to start on it, or stops."""
+
+
+class AlreadyRunningError(MimoWatchdError):
+    """Another daemon (``pid``) holds the state folder: two would take the same jobs."""
+
+    def __init__(self, state_dir: str, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "a process whose pid is unknown"
+        super().__init__(f"another mimo-watchd ({who}) is running on the state folder "
+                         f"{state_dir}; stop it first (status, retry and check work meanwhile)")
+        self.pid = pid
 
 
 class ApiError(MimoWatchdError):
