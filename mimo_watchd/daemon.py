@@ -1,10 +1,18 @@
 """The daemon: intake (watch -> settle -> ledger), a worker pool, pause/resume, reload, stop.
 
 Threads: watchdog observers feed the ``Settler``; one scheduler thread turns settled files into
-ledger jobs (``intake``); ``max_concurrency`` workers claim due jobs, through the ``PauseGate``,
-and run each with a ``JobRunner`` given the job's own ``JobContext``. The main thread only
-waits for signals. Every state change goes through the ledger first, so a ``kill -9`` at any
-moment is recovered at the next start without loss or a second payment.
+ledger jobs (``intake``) and, while the state folder is full, tries to write what the ledger
+holds; ``max_concurrency`` workers claim due jobs, through the ``PauseGate``, and run each with
+a ``JobRunner`` given the job's own ``JobContext``. The main thread waits for signals, checks
+that the ledger file is still the one opened, and writes the status. Every state change goes
+through the ledger first, so a ``kill -9`` at any moment is recovered at the next start without
+loss or a second payment.
+
+What stops the daemon, what pauses it and how it says so: a ledger deleted, replaced or found
+corrupt stops it (exit 78); a full state folder pauses intake and work (``ledger.guard``); an
+operator problem or an outage pauses API work (``PauseGate``). Logs, ``status.json`` (so
+``mimo-watchd status``), ``/healthz`` and the systemd STATUS line all give the reason and since
+when (``runstatus``).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import ctypes
 import faulthandler
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,42 +31,72 @@ from typing import Any
 
 import structlog
 
-from mimo_watchd import audio, intake
+from mimo_watchd import audio, intake, logsetup, runstatus
 from mimo_watchd.client import MimoClient
 from mimo_watchd.clients import Clients
-from mimo_watchd.config import Settings, WatchSettings, load, require_consistent, resolve_api_key
-from mimo_watchd.errors import ConfigError, IncompleteAudioError, MimoWatchdError
+from mimo_watchd.config import (
+    Secret,
+    Settings,
+    WatchSettings,
+    load,
+    require_consistent,
+    resolve_api_key,
+)
+from mimo_watchd.config.changes import applied, changed
+from mimo_watchd.config.checks import hook_problems
+from mimo_watchd.errors import (
+    ConfigError,
+    IncompleteAudioError,
+    LedgerError,
+    LedgerFullError,
+    LedgerLostError,
+    MimoWatchdError,
+)
 from mimo_watchd.exitcodes import ExitCode, killed_by
-from mimo_watchd.fsutil import atomic_write, remove_stale_temps
+from mimo_watchd.fsutil import remove_stale_temps
 from mimo_watchd.hooks import HookRunner
+from mimo_watchd.instance import InstanceLock
 from mimo_watchd.jobs import JobContext, JobRunner, Outcome
 from mimo_watchd.ledger import Job, open_ledger
+from mimo_watchd.ledger.guard import GuardedLedger
 from mimo_watchd.metrics import Metrics, MetricsServer, serve
 from mimo_watchd.notify import Notifier, WatchdogPinger
-from mimo_watchd.outputs import dumps
 from mimo_watchd.pausegate import PauseGate
 from mimo_watchd.settle import Ready, Settler
-from mimo_watchd.timestamps import iso_seconds, now_iso
 from mimo_watchd.transcription import ClientTranscriber
 from mimo_watchd.watcher import WatchSet
 
 log = structlog.get_logger("mimo_watchd.daemon")
 
-STATUS_FILE = "status.json"
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+# Outcomes after which the file has left its watch: the settler may take that path again.
+_GONE_FROM_WATCH = frozenset({"done", "duplicate", "skipped", "failed", "vanished"})
 
 
 class Daemon:
-    """Owns every long-lived part; ``run`` blocks until a signal (or, with ``once``, idle)."""
+    """Owns every long-lived part; ``run`` blocks until a signal (or, with ``once``, idle).
+
+    Made after the instance lock is taken: it resolves the key, binds the metrics address and
+    opens the ledger (every page read) before anything runs, so each of those problems ends the
+    start with one line and its exit code."""
 
     def __init__(self, settings: Settings, *, once: bool = False,
                  config_path: Path | None = None) -> None:
         self.settings = settings
         self.config_path = config_path
         self.once = once
-        self.ledger = open_ledger(settings.state_dir)
+        self.key = resolve_api_key(settings.api)
         self.metrics = Metrics()
-        self.clients = Clients(self._new_client(settings))
+        self.serving = threading.Event()  # the watches are up and scanned: startup is over
+        self.metrics_server = self._listen(settings)
+        try:
+            self.ledger = GuardedLedger(open_ledger(settings.state_dir, thorough=True),
+                                        retry_every=settings.pause_probe_seconds)
+        except BaseException:
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+            raise
+        self.clients = Clients(self._new_client(settings, self.key))
         # Held while a reload swaps settings and client, and while a job's context is taken.
         self.config_lock = threading.Lock()
         self.gate = PauseGate(settings.pause_probe_seconds)
@@ -72,23 +111,39 @@ class Daemon:
         self.settler = Settler(probe=audio.probe,
                                incomplete_timeout=settings.incomplete_timeout_seconds)
         self.arrived = threading.Event()  # the scheduler has arrivals to look at
+        self.admitting = False  # the scheduler is turning settled files into jobs
+        # Settled files the ledger had no space for: admitted once it has.
+        self.unadmitted: dict[Path, Ready] = {}
         self.watchset = WatchSet(settings.watches, self._offer,
-                                 rescan_interval=settings.rescan_interval_seconds)
+                                 rescan_interval=settings.rescan_interval_seconds,
+                                 on_ignored=self._ignored)
         self.threads: list[threading.Thread] = []
         self.signals = 0
         self.exit_code = ExitCode.OK
+        self.failed_files = 0  # files that went to a failed folder in this run (--once: exit 1)
         self.started = time.time()
         self.scan_done = threading.Event()
         self.notifier = Notifier.from_env()
         self.pinger = WatchdogPinger(self.notifier, self.alive)
-        self.metrics_server: MetricsServer | None = None
         self.hooks = HookRunner(strip_env={settings.api.api_key_env},
                                 on_failure=self.metrics.observe_hook_failure)
         # job id -> monotonic time of its last progress (claim, chunk done): hang detection.
         self.progress: dict[int, float] = {}
+        self.storage_paused = False  # the full state folder's pause has been announced
+        self.status = runstatus.StatusWriter(self)
 
-    def _new_client(self, settings: Settings) -> MimoClient:
-        client = MimoClient(settings.api, resolve_api_key(settings.api))
+    def _listen(self, settings: Settings) -> MetricsServer | None:
+        """Binds /metrics and /healthz first: a taken address ends the start right away."""
+        if not settings.metrics.listen:
+            return None
+        try:
+            return serve(settings.metrics.listen, self.metrics, self.health)
+        except OSError as exc:
+            raise ConfigError([f"metrics.listen: cannot listen on {settings.metrics.listen}: "
+                               f"{exc.strerror or exc}"], self._source()) from exc
+
+    def _new_client(self, settings: Settings, key: Secret) -> MimoClient:
+        client = MimoClient(settings.api, key)
         client.on_attempt = self._on_api_attempt
         return client
 
@@ -115,44 +170,55 @@ class Daemon:
                                     f"{exc.strerror}")
         if problems:
             raise ConfigError(problems, self._source())
+        for problem in hook_problems(self.settings):
+            log.warning("config.hook_unusable", problem=problem)
 
     def _source(self) -> str | None:
         return str(self.config_path) if self.config_path else None
 
     def run(self) -> int:
         """Runs until stopped; returns the process exit code."""
-        require_consistent(self.settings, self._source())
-        self.prepare_folders()
-        recovered = self.ledger.recover(unclean=True)
-        remove_stale_temps(self.settings.state_dir, older_than=self.started)  # status.json's
-        if self.once:
-            self.ledger.reset_retry_times()
+        try:
+            require_consistent(self.settings, self._source())
+            self.prepare_folders()
+            recovered = self.ledger.recover(unclean=True)
+            remove_stale_temps(self.settings.state_dir, older_than=self.started)  # status.json's
+            if self.once:
+                self.ledger.reset_retry_times()
+        except BaseException:
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+            self.clients.close()
+            self.ledger.close()
+            raise
         log.info("daemon.start", pid=os.getpid(), watches=list(self.watches),
                  recovered_jobs=recovered, once=self.once,
                  concurrency=self.settings.api.max_concurrency)
-        faulthandler.enable()  # a watchdog SIGABRT then prints every thread's stack
-        self._install_signals()
-        self.pinger.start()
-        if self.settings.metrics.listen:
-            self.metrics_server = serve(self.settings.metrics.listen, self.metrics, self.health)
-        self._start_thread("scheduler", self._scheduler)
-        for i in range(self.settings.api.max_concurrency):
-            self._start_thread(f"worker-{i}", self._worker)
-        self.notifier.extend_timeout(600)  # the initial scan of a huge backlog may take a while
-        self.watchset.start()
-        self.scan_done.set()
-        self.write_status()
-        self.notifier.ready(self.status_line())
         try:
+            faulthandler.enable()  # a watchdog SIGABRT then prints every thread's stack
+            self._install_signals()
+            self._start_thread("scheduler", self._scheduler)
+            for i in range(self.settings.api.max_concurrency):
+                self._start_thread(f"worker-{i}", self._worker)
+            self.notifier.extend_timeout(600)  # the initial scan of a huge backlog may take long
+            self.watchset.start()
+            self.scan_done.set()
+            self.serving.set()
+            self.pinger.start()  # only now: its first health check must see the watchers up
+            self.status.write()
+            self.notifier.ready(self.status.line())
             while not self.stop_intake.is_set():
                 self.stop_intake.wait(1.0)
-                self.write_status()
+                self._verify_ledger()
+                self.status.write()
                 if self.once and self._idle():
                     log.info("daemon.once_done")
                     self.stop_intake.set()
                     self.arrived.set()
         finally:
             self._shutdown()
+        if self.once and self.exit_code == ExitCode.OK and self.failed_files:
+            self.exit_code = ExitCode.FAILED
         return self.exit_code
 
     def _idle(self) -> bool:
@@ -162,6 +228,7 @@ class Daemon:
             return True
         counts = self.ledger.counts()
         return (self.scan_done.is_set() and self.settler.pending() == 0
+                and not self.unadmitted and self.ledger.problem is None
                 and counts["QUEUED"] == 0 and counts["PROCESSING"] == 0 and self.in_progress == 0)
 
     def _start_thread(self, name: str, target: Any) -> None:
@@ -179,7 +246,7 @@ class Daemon:
         self.signals += 1
         if self.signals > 1:
             # Second signal: leave now. PROCESSING jobs are recovered at the next start.
-            os.write(2, b'{"event": "daemon.exit_now", "level": "warning"}\n')
+            os.write(1, b'{"event": "daemon.exit_now", "level": "warning"}\n')
             os._exit(killed_by(signum))
         log.info("daemon.stopping", signal=signal.Signals(signum).name)
         self.stop_intake.set()
@@ -201,11 +268,61 @@ class Daemon:
         self.hooks.close(max(1.0, deadline - time.monotonic()))
         if self.metrics_server is not None:
             self.metrics_server.stop()
-        requeued = self.ledger.recover(unclean=False)
+        if self.ledger.problem is not None and not self.ledger.flush():
+            answers, writes = self.ledger.held()
+            log.error("ledger.held_lost", reason=self.ledger.problem, answers=answers,
+                      writes=writes, consequence="these answers are paid again after the "
+                      "restart; the jobs themselves are recovered from the ledger")
+        try:
+            requeued: int | None = self.ledger.recover(unclean=False)
+        except LedgerError as exc:
+            log.error("ledger.error", reason=exc.reason)
+            requeued = None
         log.info("daemon.stopped", requeued_jobs=requeued, abandoned_threads=stuck)
-        self.write_status(stopped=True)
+        self.status.write(stopped=True)
         self.pinger.stop()
         self.ledger.close()
+
+    # --- the ledger's health ------------------------------------------------------------
+
+    def _verify_ledger(self) -> None:
+        try:
+            self.ledger.verify()
+        except LedgerError as exc:
+            self._ledger_failed(exc)
+
+    def _ledger_failed(self, exc: LedgerError) -> None:
+        """The one policy for a ledger that fails outside a job: lost -> stop; full -> the
+        guard holds and pauses (the scheduler announces it); anything else is logged."""
+        if isinstance(exc, LedgerLostError):
+            if not self.stop_intake.is_set():
+                log.error("ledger.lost", reason=exc.reason, exit_code=int(ExitCode.CONFIG))
+            self.exit_code = ExitCode.CONFIG
+            self.stop_intake.set()
+            self.arrived.set()
+        elif not isinstance(exc, LedgerFullError):
+            log.error("ledger.error", reason=exc.reason)
+
+    def _storage_tick(self) -> None:
+        """Announces a full state folder once, and writes what is held when space returns."""
+        problem = self.ledger.problem
+        if problem is None:
+            return
+        if not self.storage_paused:
+            self.storage_paused = True
+            answers, writes = self.ledger.held()
+            log.error("daemon.paused", reason=problem, paused="intake and API work",
+                      held_answers=answers, held_writes=writes,
+                      retry_every_seconds=self.ledger.retry_every)
+            self.status.write()
+        since = self.ledger.since or time.time()
+        if self.ledger.retry_in() == 0 and self.ledger.flush():
+            self.storage_paused = False
+            log.info("daemon.resumed", paused_seconds=round(time.time() - since),
+                     paused="intake and API work")
+            self.status.write()
+            with self.wake:
+                self.wake.notify_all()
 
     # --- intake -------------------------------------------------------------------------
 
@@ -214,17 +331,36 @@ class Daemon:
         self.settler.offer(arrival)
         self.arrived.set()
 
+    def _ignored(self, path: Path, reason: str) -> None:
+        log.debug("intake.ignored", path=str(path), reason=reason)
+        self.metrics.observe_ignored(reason)
+
     def _scheduler(self) -> None:
         while not self.stop_intake.is_set():
             self.arrived.clear()
             try:
-                for ready in self.settler.poll():
-                    self.admit(ready)
+                self._storage_tick()
+                if self.ledger.problem is None:
+                    self._admit_settled()
+            except LedgerError as exc:
+                self._ledger_failed(exc)
             except Exception:
                 log.exception("scheduler.error")
             with self.wake:
                 self.wake.notify_all()
             self.arrived.wait(min(0.5, max(0.005, self.settler.next_check_in())))
+
+    def _admit_settled(self) -> None:
+        self.admitting = True
+        try:
+            waiting, self.unadmitted = list(self.unadmitted.values()), {}
+            for ready in waiting + self.settler.poll():
+                try:
+                    self.admit(ready)
+                except LedgerFullError:
+                    self.unadmitted[ready.path] = ready  # kept until the ledger has space
+        finally:
+            self.admitting = False
 
     def admit(self, ready: Ready) -> None:
         """Queues a settled file (once per identity); fails one that never became whole."""
@@ -242,7 +378,11 @@ class Daemon:
 
     def _worker(self) -> None:
         while not self.stop_workers.is_set():
-            job = self._next_job()
+            try:
+                job = self._next_job()
+            except LedgerError as exc:
+                self._ledger_failed(exc)
+                job = None
             if job is None:
                 with self.wake:
                     self.wake.wait(self._idle_wait())
@@ -273,12 +413,19 @@ class Daemon:
             ctx, client = self._context(job)
             runner = JobRunner(ctx)
             outcome = runner.run(job) if failure is None else runner.fail(job, failure)
+        except LedgerLostError as exc:
+            self._ledger_failed(exc)  # the job stays PROCESSING: the next start recovers it
+            outcome = Outcome(job.id, "retry")
+        except LedgerFullError as exc:
+            # A write that cannot wait (a plan) found no space: the job waits in the queue.
+            log.warning("job.held", path=job.path, reason=exc.reason)
+            self._requeue(job, exc.reason, refund=True)
+            outcome = Outcome(job.id, "paused", exc)
         except Exception:
             # Even failing could not be recorded (e.g. the failed folder is unwritable):
             # keep the job queued rather than lose track of the file.
             log.exception("worker.error", path=job.path)
-            self.ledger.requeue(job.id, delay=self.settings.retry_delay_seconds,
-                                error="internal error while finishing the job")
+            self._requeue(job, "internal error while finishing the job")
             outcome = Outcome(job.id, "retry")
         finally:
             with self.counter_lock:
@@ -286,10 +433,19 @@ class Daemon:
                 self.progress.pop(job.id, None)
             if client is not None:
                 self.clients.release(client)
-        self._after(outcome)
+        self._after(job, outcome)
         return outcome
 
+    def _requeue(self, job: Job, error: str, *, refund: bool = False) -> None:
+        delay = 0.0 if refund else self.settings.retry_delay_seconds
+        try:
+            self.ledger.requeue(job.id, delay=delay, error=error, refund_attempt=refund)
+        except LedgerError as exc:  # left PROCESSING: recovered at the next start
+            self._ledger_failed(exc)
+
     def _idle_wait(self) -> float:
+        if self.ledger.problem is not None:
+            return 1.0  # nothing is taken until the scheduler has written what is held
         due = self.ledger.next_due_in()
         wait = 1.0 if due is None else min(1.0, due)
         probe_in = self.gate.next_probe_in()
@@ -300,60 +456,94 @@ class Daemon:
     def _next_job(self) -> Job | None:
         if self.stop_intake.is_set() and not self.once:
             return None  # a stop was asked: finish in-flight jobs only
+        if self.ledger.problem is not None:
+            return None  # the state folder is full: no new work until it has space
         one_per_content = self.settings.on_duplicate != "transcribe"
         job = self.gate.take(lambda: self.ledger.claim(one_per_content=one_per_content))
         if job is not None and self.gate.probe == job.id:
             log.info("pause.probe", path=job.path)
         return job
 
-    def _after(self, outcome: Outcome) -> None:
-        change = self.gate.finished(outcome.job_id, outcome.error)
+    def _after(self, job: Job, outcome: Outcome) -> None:
+        if outcome.outcome in _GONE_FROM_WATCH:
+            # The file left its path: whatever appears there next (moved back by `retry` or
+            # by hand, the same inode and all) is a new arrival.
+            self.settler.forget(Path(job.path))
+        if outcome.outcome == "failed":
+            self.failed_files += 1
+        # A full ledger is the guard's pause, not the API's: it has no probe job to wait for.
+        error = None if isinstance(outcome.error, LedgerError) else outcome.error
+        change = self.gate.finished(outcome.job_id, error)
         if change is not None and change.paused:
-            log.error("daemon.paused", reason=change.reason,
+            log.error("daemon.paused", reason=change.reason, paused="API work",
+                      first_probe_in_seconds=round(self.gate.next_probe_in() or 0.0, 1),
                       probe_every_seconds=self.gate.probe_every)
-            self.metrics.set_paused(True)
         elif change is not None:
-            log.info("daemon.resumed", paused_seconds=round(change.paused_seconds))
-            self.metrics.set_paused(False)
+            log.info("daemon.resumed", paused_seconds=round(change.paused_seconds),
+                     paused="API work")
+            self._reset_retry_times()
+        self.status.write()
+
+    def _reset_retry_times(self) -> None:
+        try:
             self.ledger.reset_retry_times()
-        self.write_status()
+        except LedgerError as exc:
+            self._ledger_failed(exc)
 
     # --- reload -------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: re-reads the config; an invalid one is rejected and the old one kept.
+        """SIGHUP: re-reads the config and the key; an invalid one is rejected and the old kept.
 
-        Jobs already running keep the settings (and client) they started with."""
+        Jobs already running keep the settings (and client) they started with. A new key, or
+        new API settings, make a new client; while API work is paused the next probe goes at
+        once. Options that shape what is built at start keep their values until a restart,
+        and the log names them (``config.changes``)."""
         if self.config_path is None:
             return
         self.notifier.reloading()
         try:
-            new = load(self.config_path)
-            new_client = (self._new_client(new) if new.api != self.settings.api else None)
+            new, waiting = applied(self.settings, load(self.config_path))
+            key = resolve_api_key(new.api)
         except ConfigError as exc:
             log.error("reload.rejected", problems=exc.problems, config=str(self.config_path))
-            self.notifier.ready(self.status_line())
+            self.notifier.ready(self.status.line())
             return
         with self.config_lock:
             old = self.settings
+            new_key = key.reveal() != self.key.reveal()
             self.settings = new
             self.watches.update({str(w.path): w for w in new.watches})
             self.gate.probe_every = new.pause_probe_seconds
-            if new_client is not None:
-                self.clients.replace(new_client)
+            self.ledger.retry_every = new.pause_probe_seconds
+            if new.api != old.api or new_key:
+                self.key = key
+                self.clients.replace(self._new_client(new, key))
+        if new.log != old.log:
+            logsetup.configure(new.log.level, new.log.format, stream=sys.stdout)
         self.watchset.reconfigure(new.watches)
         log.info("reload.done", watches=[str(w.path) for w in new.watches],
                  added=sorted({str(w.path) for w in new.watches} -
                               {str(w.path) for w in old.watches}),
                  removed=sorted({str(w.path) for w in old.watches} -
-                                {str(w.path) for w in new.watches}))
-        self.write_status()
-        self.notifier.ready(self.status_line())
+                                {str(w.path) for w in new.watches}),
+                 changed=changed(old, new), api_key="new" if new_key else "unchanged")
+        if waiting:
+            log.warning("reload.restart_needed", settings=waiting,
+                        detail="these keep their old values until the daemon restarts")
+        for problem in hook_problems(new):
+            log.warning("config.hook_unusable", problem=problem)
+        if self.gate.reason is not None:
+            self.gate.probe_now()  # the reload may have fixed what paused it
+            with self.wake:
+                self.wake.notify_all()
+        self.status.write()
+        self.notifier.ready(self.status.line())
 
     def watch_for(self, watch_path: str) -> WatchSettings:
         return self.watches[watch_path]
 
-    # --- health and status --------------------------------------------------------------
+    # --- health -------------------------------------------------------------------------
 
     def note_progress(self, job_id: int) -> None:
         """A job moved forward (a chunk finished): it is not hung."""
@@ -367,6 +557,8 @@ class Daemon:
         This gates the systemd watchdog pings, so it must not include "paused": an operator
         problem is not cured by a restart.
         """
+        if not self.serving.is_set():
+            return False, "starting: recovering the ledger and scanning the watches"
         dead = [t.name for t in self.threads if not t.is_alive()]
         if dead and not self.stop_intake.is_set():
             return False, f"threads died: {', '.join(dead)}"
@@ -381,43 +573,12 @@ class Daemon:
         return True, "ok"
 
     def health(self) -> tuple[bool, str]:
-        """/healthz: alive, and not paused by an operator problem."""
+        """/healthz: alive, and not paused (by an operator problem, an outage, a full disk)."""
         ok, reason = self.alive()
-        if ok and self.gate.reason is not None:
-            return False, f"paused: {self.gate.reason}"
+        paused = self.status.paused()
+        if ok and paused is not None:
+            return False, paused
         return ok, reason
-
-    def status_line(self) -> str:
-        c = self.ledger.counts()
-        line = (f"queued {c['QUEUED']}, in progress {self.in_progress}, done {c['DONE']}, "
-                f"failed {c['FAILED']}")
-        if self.gate.reason is not None:
-            line = f"PAUSED ({self.gate.reason}); " + line
-        return line
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "updated_at": now_iso(),
-            "started_at": iso_seconds(self.started),
-            "paused": self.gate.reason is not None,
-            "paused_reason": self.gate.reason,
-            "in_progress": self.in_progress,
-            "settling": self.settler.pending(),
-            "watches": self.watchset.status(),
-        }
-
-    def write_status(self, *, stopped: bool = False) -> None:
-        counts = self.ledger.counts()
-        self.metrics.set_queue(counts["QUEUED"], self.in_progress)
-        if not stopped:
-            self.notifier.status(self.status_line())
-        doc = self.status()
-        doc["running"] = not stopped
-        try:
-            atomic_write(self.settings.state_dir / STATUS_FILE, dumps(doc), overwrite=True)
-        except OSError as exc:
-            log.warning("status.write_failed", reason=exc.strerror)
 
 
 def bound_native_memory() -> None:
@@ -433,9 +594,20 @@ def bound_native_memory() -> None:
 
 
 def run(config_path: Path, *, once: bool = False) -> int:
+    """``mimo-watchd run``: one daemon per state folder, logging JSON lines to stdout.
+
+    Logs go to stdout (journald and container runtimes collect it; the container issue asks
+    for it); stdout carries nothing else here. One-line start errors go to stderr, like every
+    command's."""
     settings = load(config_path)
     bound_native_memory()
-    from mimo_watchd import logsetup
-
-    logsetup.configure(settings.log.level, settings.log.format)
-    return Daemon(settings, once=once, config_path=config_path).run()
+    logsetup.configure(settings.log.level, settings.log.format, stream=sys.stdout)
+    try:
+        lock = InstanceLock.acquire(settings.state_dir)
+    except OSError as exc:
+        raise ConfigError([f"state_dir: cannot use {settings.state_dir}: "
+                           f"{exc.strerror or exc}"], str(config_path)) from exc
+    try:
+        return Daemon(settings, once=once, config_path=config_path).run()
+    finally:
+        lock.release()
