@@ -64,11 +64,14 @@ def test_unit_exposure_is_low(installable: Path) -> None:
 
 
 def test_unit_matches_the_daemon() -> None:
-    """Notify type, exit 78, the credential name and the stop timeout agree with the code."""
+    """Notify type, exit 78, the venv's program, the credential name and the stop timeout
+    agree with the code and the README."""
     d = directives(UNIT.read_text())
     assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
     assert d["RestartPreventExitStatus"] == ["78"]
-    assert d["ExecStart"][0].split()[1:] == ["run", "-c", "/etc/mimo-watchd/config.yaml"]
+    # The venv the README installs into (a venv install has no /usr/local/bin/mimo-watchd).
+    assert d["ExecStart"][0].split() == ["/opt/mimo-watchd/venv/bin/mimo-watchd", "run", "-c",
+                                         "/etc/mimo-watchd/config.yaml"]
     assert d["LoadCredential"][0].split(":")[0] == CREDENTIAL_NAME
     assert int(d["WatchdogSec"][0]) >= 10
     # systemd must wait longer than the daemon's own drain of in-flight requests.
