@@ -80,8 +80,9 @@ def test_unit_matches_the_daemon() -> None:
 
 
 # What the daemon does natively, run by the sandbox tests below: PyAV/FFmpeg, numpy/OpenBLAS,
-# TLS, SQLite WAL, inotify, a file lease, moves, hook processes, the metrics HTTP server and
-# sd_notify, partly through our own modules. With "mdwe" it first turns on the kernel's W^X.
+# TLS, SQLite WAL, inotify, a file lease, moves, hook processes, the metrics HTTP server,
+# sd_notify and the instance lock (flock), partly through our own modules. With "mdwe" it first
+# turns on the kernel's W^X.
 NATIVE_STACK = r"""
 import ctypes, errno, fcntl, io, os, shutil, socket, sqlite3, ssl, sys, tempfile
 if "mdwe" in sys.argv:
@@ -141,6 +142,11 @@ with tempfile.TemporaryDirectory() as d:
     rx.close()
     with serve("127.0.0.1:0", Metrics(), lambda: (True, "")) as server:
         assert httpx.get(server.url + "/metrics").status_code == 200
+    from pathlib import Path
+    from mimo_watchd.instance import InstanceLock, holder
+    lock = InstanceLock.acquire(Path(d) / "state")
+    assert holder(Path(d) / "state") == os.getpid()
+    lock.release()
 """
 
 
