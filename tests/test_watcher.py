@@ -709,6 +709,50 @@ def test_a_failing_sink_is_logged_and_watching_goes_on(dirs: dict[str, Path]) ->
     assert not watchset.alive()
 
 
+def test_a_watch_is_busy_until_its_events_and_scans_are_passed_on(dirs: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """status() says a watch is busy while an event waits for the sink or a scan of a folder
+    moved in runs, and not busy once both are through; a polling watch counts its rounds."""
+    entered, release = threading.Event(), threading.Event()
+    got: list[Arrival] = []
+
+    def sink(arrival: Arrival) -> None:
+        if arrival.path.name.startswith("held"):
+            entered.set()
+            release.wait(10)
+        got.append(arrival)
+
+    polled = tmp_path / "polled"
+    polled.mkdir()
+    watchset = WatchSet([make_watch(dirs["watch"]), make_watch(polled, polling=True)], sink,
+                        rescan_interval=300)
+    watchset.start()
+    try:
+        def busy(name: str) -> bool:
+            return next(bool(w["busy"]) for w in watchset.status()
+                        if Path(w["path"]).name == name)
+
+        wait_for(lambda: not watchset.busy(), 5, "the start to be through")
+        (dirs["watch"] / "held.wav").write_bytes(b"")
+        assert entered.wait(5)
+        assert busy("watch") and watchset.busy() and not busy("polled")
+        folder = dirs["side"] / "folder"
+        folder.mkdir()
+        (folder / "inside.wav").write_bytes(b"")
+        os.rename(folder, dirs["watch"] / "folder")  # its scan waits behind the held event
+        assert busy("watch")
+        release.set()
+        wait_for(lambda: not watchset.busy(), 5, "the watch to pass everything on")
+        assert {a.path.name for a in got} >= {"held.wav", "inside.wav"}
+        polls = next(w["polls"] for w in watchset.status() if Path(w["path"]).name == "polled")
+        wait_for(lambda: next(w["polls"] for w in watchset.status()
+                              if Path(w["path"]).name == "polled") >= polls + 2, 5,
+                 "two more poll rounds")
+    finally:
+        release.set()
+        watchset.stop()
+
+
 def test_a_deleted_or_replaced_root_folder_is_watched_again(dirs: dict[str, Path]) -> None:
     """When the watched folder is deleted and made again, or renamed away and replaced, the
     watch restarts on the new folder and takes its files."""
