@@ -207,6 +207,8 @@ class Daemon:
             self.pinger.start()  # only now: its first health check must see the watchers up
             self.status.write()
             self.notifier.ready(self.status.line())
+            log.info("daemon.ready", watches=len(self.settings.watches),
+                     startup_seconds=round(time.time() - self.started, 3))
             while not self.stop_intake.is_set():
                 self.stop_intake.wait(1.0)
                 self._verify_ledger()

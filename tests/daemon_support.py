@@ -49,8 +49,9 @@ class DaemonProcess:
         return [e for e in self.events() if e.get("event") == event]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        wait_for(lambda: self.saw("daemon.start") or self.proc.poll() is not None, timeout,
-                 what="daemon start")
+        """Waits until the daemon watches its folders (and has scanned them once)."""
+        wait_for(lambda: self.saw("daemon.ready") or self.proc.poll() is not None, timeout,
+                 what="daemon ready")
         assert self.proc.poll() is None, self.log_path.read_text()
 
     def status(self) -> dict[str, Any] | None:
