@@ -81,8 +81,8 @@ class StatusWriter:
         c = self._d.ledger.counts()
         line = (f"queued {c['QUEUED']}, in progress {c['PROCESSING']}, done {c['DONE']}, "
                 f"failed {self._d.ledger.failed_files()}")
-        paused = self.paused()
-        return line if paused is None else f"PAUSED ({paused}); {line}"
+        reason, since = self._pause()
+        return line if reason is None else f"PAUSED since {iso_seconds(since)}: {reason}; {line}"
 
     def document(self, *, stopped: bool = False) -> dict[str, Any]:
         """What ``status.json`` holds."""

@@ -95,7 +95,7 @@ def test_an_outage_keeps_files_queued_says_so_and_resumes_by_itself(tmp_path: Pa
         health = httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5)
         assert health.status_code == 503
         assert health.text.startswith(f"paused since {status['paused_since']}: the API at {host}")
-        wait_for(lambda: any(line.startswith("STATUS=PAUSED (paused since") and host in line
+        wait_for(lambda: any(line.startswith("STATUS=PAUSED since") and host in line
                              for line in sock.lines()), 10, what="the STATUS line")
         assert not d.saw("job.failed") and not list(layout.failed.iterdir())
         # Probing, not hammering: the first probe a second after the pause, then each two
