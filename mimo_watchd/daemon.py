@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from mimo_watchd import audio, intake, logsetup, runstatus
+from mimo_watchd import audio, logsetup, runstatus
 from mimo_watchd.client import MimoClient
 from mimo_watchd.clients import Clients
 from mimo_watchd.config import (
@@ -46,7 +46,6 @@ from mimo_watchd.config.changes import applied, changed
 from mimo_watchd.config.checks import hook_problems
 from mimo_watchd.errors import (
     ConfigError,
-    IncompleteAudioError,
     LedgerError,
     LedgerFullError,
     LedgerLostError,
@@ -62,7 +61,8 @@ from mimo_watchd.ledger.guard import GuardedLedger
 from mimo_watchd.metrics import Metrics, MetricsServer, serve
 from mimo_watchd.notify import Notifier, WatchdogPinger
 from mimo_watchd.pausegate import PauseGate
-from mimo_watchd.settle import Ready, Settler
+from mimo_watchd.scheduler import Scheduler
+from mimo_watchd.settle import Settler
 from mimo_watchd.transcription import ClientTranscriber
 from mimo_watchd.watcher import WatchSet
 
@@ -110,11 +110,11 @@ class Daemon:
         self.watches = {str(w.path): w for w in settings.watches}
         self.settler = Settler(probe=audio.probe,
                                incomplete_timeout=settings.incomplete_timeout_seconds)
-        self.arrived = threading.Event()  # the scheduler has arrivals to look at
-        self.admitting = False  # the scheduler is turning settled files into jobs
-        # Settled files the ledger had no space for: admitted once it has.
-        self.unadmitted: dict[Path, Ready] = {}
-        self.watchset = WatchSet(settings.watches, self._offer,
+        self.scheduler = Scheduler(ledger=self.ledger, settler=self.settler,
+                                   watches=lambda: self.settings.watches,
+                                   fail_now=self._execute, on_ledger_error=self._ledger_failed,
+                                   changed=self._changed)
+        self.watchset = WatchSet(settings.watches, self.scheduler.offer,
                                  rescan_interval=settings.rescan_interval_seconds,
                                  on_ignored=self._ignored)
         self.threads: list[threading.Thread] = []
@@ -129,7 +129,6 @@ class Daemon:
                                 on_failure=self.metrics.observe_hook_failure)
         # job id -> monotonic time of its last progress (claim, chunk done): hang detection.
         self.progress: dict[int, float] = {}
-        self.storage_paused = False  # the full state folder's pause has been announced
         self.status = runstatus.StatusWriter(self)
 
     def _listen(self, settings: Settings) -> MetricsServer | None:
@@ -197,7 +196,7 @@ class Daemon:
         try:
             faulthandler.enable()  # a watchdog SIGABRT then prints every thread's stack
             self._install_signals()
-            self._start_thread("scheduler", self._scheduler)
+            self._start_thread("scheduler", lambda: self.scheduler.run(self.stop_intake))
             for i in range(self.settings.api.max_concurrency):
                 self._start_thread(f"worker-{i}", self._worker)
             self.notifier.extend_timeout(600)  # the initial scan of a huge backlog may take long
@@ -216,7 +215,7 @@ class Daemon:
                 if self.once and self._idle():
                     log.info("daemon.once_done")
                     self.stop_intake.set()
-                    self.arrived.set()
+                    self.scheduler.arrived.set()
         finally:
             self._shutdown()
         if self.once and self.exit_code == ExitCode.OK and self.failed_files:
@@ -230,7 +229,7 @@ class Daemon:
             return True
         counts = self.ledger.counts()
         return (self.scan_done.is_set() and self.settler.pending() == 0
-                and not self.unadmitted and self.ledger.problem is None
+                and not self.scheduler.unadmitted and self.ledger.problem is None
                 and counts["QUEUED"] == 0 and counts["PROCESSING"] == 0 and self.in_progress == 0)
 
     def _start_thread(self, name: str, target: Any) -> None:
@@ -252,7 +251,7 @@ class Daemon:
             os._exit(killed_by(signum))
         log.info("daemon.stopping", signal=signal.Signals(signum).name)
         self.stop_intake.set()
-        self.arrived.set()
+        self.scheduler.arrived.set()
 
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping: finishing in-flight jobs")
@@ -295,86 +294,26 @@ class Daemon:
 
     def _ledger_failed(self, exc: LedgerError) -> None:
         """The one policy for a ledger that fails outside a job: lost -> stop; full -> the
-        guard holds and pauses (the scheduler announces it); anything else is logged."""
+        guard holds and pauses (the scheduler announces it and retries); else logged."""
         if isinstance(exc, LedgerLostError):
             if not self.stop_intake.is_set():
                 log.error("ledger.lost", reason=exc.reason, exit_code=int(ExitCode.CONFIG))
             self.exit_code = ExitCode.CONFIG
             self.stop_intake.set()
-            self.arrived.set()
+            self.scheduler.arrived.set()
         elif not isinstance(exc, LedgerFullError):
             log.error("ledger.error", reason=exc.reason)
 
-    def _storage_tick(self) -> None:
-        """Announces a full state folder once, and writes what is held when space returns."""
-        problem = self.ledger.problem
-        if problem is None:
-            return
-        if not self.storage_paused:
-            self.storage_paused = True
-            answers, writes = self.ledger.held()
-            log.error("daemon.paused", reason=problem, paused="intake and API work",
-                      held_answers=answers, held_writes=writes,
-                      retry_every_seconds=self.ledger.retry_every)
-            self.status.write()
-        since = self.ledger.since or time.time()
-        if self.ledger.retry_in() == 0 and self.ledger.flush():
-            self.storage_paused = False
-            log.info("daemon.resumed", paused_seconds=round(time.time() - since),
-                     paused="intake and API work")
-            self.status.write()
-            with self.wake:
-                self.wake.notify_all()
-
     # --- intake -------------------------------------------------------------------------
-
-    def _offer(self, arrival: Any) -> None:
-        """The watchers' sink: hand over and wake the scheduler (never blocks)."""
-        self.settler.offer(arrival)
-        self.arrived.set()
 
     def _ignored(self, path: Path, reason: str) -> None:
         log.debug("intake.ignored", path=str(path), reason=reason)
         self.metrics.observe_ignored(reason)
 
-    def _scheduler(self) -> None:
-        while not self.stop_intake.is_set():
-            self.arrived.clear()
-            try:
-                self._storage_tick()
-                if self.ledger.problem is None:
-                    self._admit_settled()
-            except LedgerError as exc:
-                self._ledger_failed(exc)
-            except Exception:
-                log.exception("scheduler.error")
-            with self.wake:
-                self.wake.notify_all()
-            self.arrived.wait(min(0.5, max(0.005, self.settler.next_check_in())))
-
-    def _admit_settled(self) -> None:
-        self.admitting = True
-        try:
-            waiting, self.unadmitted = list(self.unadmitted.values()), {}
-            for ready in waiting + self.settler.poll():
-                try:
-                    self.admit(ready)
-                except LedgerFullError:
-                    self.unadmitted[ready.path] = ready  # kept until the ledger has space
-        finally:
-            self.admitting = False
-
-    def admit(self, ready: Ready) -> None:
-        """Queues a settled file (once per identity); fails one that never became whole."""
-        if all(w.path != ready.watch.path for w in self.settings.watches):
-            return  # its watch was removed by a reload; a later re-add rescans the folder
-        job = intake.admit(self.ledger, ready)
-        if job is None or not ready.incomplete_reason:
-            return
-        claimed = self.ledger.claim_job(job.id)
-        if claimed is not None:
-            self._execute(claimed, IncompleteAudioError(
-                f"incomplete audio: {ready.incomplete_reason}"))
+    def _changed(self) -> None:
+        """Something workers wait for may have happened: wake them."""
+        with self.wake:
+            self.wake.notify_all()
 
     # --- work ---------------------------------------------------------------------------
 

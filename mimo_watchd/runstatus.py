@@ -31,6 +31,7 @@ from mimo_watchd.ledger.guard import GuardedLedger
 from mimo_watchd.metrics import Metrics
 from mimo_watchd.notify import Notifier
 from mimo_watchd.pausegate import PauseGate
+from mimo_watchd.scheduler import Scheduler
 from mimo_watchd.settle import Settler
 from mimo_watchd.timestamps import iso_seconds, now_iso
 from mimo_watchd.watcher import WatchSet
@@ -50,11 +51,8 @@ class Reported(Protocol):
     watchset: WatchSet
     metrics: Metrics
     notifier: Notifier
+    scheduler: Scheduler
     started: float
-    admitting: bool
-
-    @property
-    def unadmitted(self) -> dict[Path, Any]: ...
 
 
 class StatusWriter:
@@ -90,7 +88,7 @@ class StatusWriter:
         updated_at = now_iso()  # before anything is looked at: it is all at least this recent
         busy = d.watchset.busy()
         settling = d.settler.pending()
-        intake_busy = busy or d.admitting or bool(d.unadmitted)
+        intake_busy = busy or d.scheduler.admitting or bool(d.scheduler.unadmitted)
         counts = d.ledger.counts()
         reason, since = self._pause()
         answers, writes = d.ledger.held()
