@@ -53,6 +53,7 @@ from mimo_watchd.errors import (
 )
 from mimo_watchd.exitcodes import ExitCode, killed_by
 from mimo_watchd.fsutil import remove_stale_temps
+from mimo_watchd.health import Health
 from mimo_watchd.hooks import HookRunner
 from mimo_watchd.instance import InstanceLock
 from mimo_watchd.jobs import JobContext, JobRunner, Outcome
@@ -87,7 +88,10 @@ class Daemon:
         self.once = once
         self.key = resolve_api_key(settings.api)
         self.metrics = Metrics()
-        self.serving = threading.Event()  # the watches are up and scanned: startup is over
+        self.health = Health(stall_seconds=lambda: self.settings.worker_stall_seconds,
+                             watchers_alive=lambda: self.watchset.alive(),
+                             stopping=lambda: self.stop_intake.is_set(),
+                             paused=lambda: self.status.paused())
         self.metrics_server = self._listen(settings)
         try:
             self.ledger = GuardedLedger(open_ledger(settings.state_dir, thorough=True),
@@ -103,8 +107,6 @@ class Daemon:
         self.stop_intake = threading.Event()
         self.stop_workers = threading.Event()
         self.wake = threading.Condition()
-        self.in_progress = 0
-        self.counter_lock = threading.Lock()
         # Every watch ever configured: a job queued before a reload removed its watch still
         # needs to know where its outputs go.
         self.watches = {str(w.path): w for w in settings.watches}
@@ -117,18 +119,15 @@ class Daemon:
         self.watchset = WatchSet(settings.watches, self.scheduler.offer,
                                  rescan_interval=settings.rescan_interval_seconds,
                                  on_ignored=self._ignored)
-        self.threads: list[threading.Thread] = []
         self.signals = 0
         self.exit_code = ExitCode.OK
         self.failed_files = 0  # files that went to a failed folder in this run (--once: exit 1)
         self.started = time.time()
         self.scan_done = threading.Event()
         self.notifier = Notifier.from_env()
-        self.pinger = WatchdogPinger(self.notifier, self.alive)
+        self.pinger = WatchdogPinger(self.notifier, self.health.alive)
         self.hooks = HookRunner(strip_env={settings.api.api_key_env},
                                 on_failure=self.metrics.observe_hook_failure)
-        # job id -> monotonic time of its last progress (claim, chunk done): hang detection.
-        self.progress: dict[int, float] = {}
         self.status = runstatus.StatusWriter(self)
 
     def _listen(self, settings: Settings) -> MetricsServer | None:
@@ -136,7 +135,7 @@ class Daemon:
         if not settings.metrics.listen:
             return None
         try:
-            return serve(settings.metrics.listen, self.metrics, self.health)
+            return serve(settings.metrics.listen, self.metrics, self.health.healthy)
         except OSError as exc:
             raise ConfigError([f"metrics.listen: cannot listen on {settings.metrics.listen}: "
                                f"{exc.strerror or exc}"], self._source()) from exc
@@ -202,7 +201,7 @@ class Daemon:
             self.notifier.extend_timeout(600)  # the initial scan of a huge backlog may take long
             self.watchset.start()
             self.scan_done.set()
-            self.serving.set()
+            self.health.serving.set()
             self.pinger.start()  # only now: its first health check must see the watchers up
             self.status.write()
             self.notifier.ready(self.status.line())
@@ -230,12 +229,12 @@ class Daemon:
         counts = self.ledger.counts()
         return (self.scan_done.is_set() and self.settler.pending() == 0
                 and not self.scheduler.unadmitted and self.ledger.problem is None
-                and counts["QUEUED"] == 0 and counts["PROCESSING"] == 0 and self.in_progress == 0)
+                and counts["QUEUED"] == 0 and counts["PROCESSING"] == 0 and self.health.jobs == 0)
 
     def _start_thread(self, name: str, target: Any) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
-        self.threads.append(t)
+        self.health.threads.append(t)
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -260,11 +259,12 @@ class Daemon:
         self.stop_workers.set()
         with self.wake:
             self.wake.notify_all()
-        for t in self.threads:
+        threads = self.health.threads
+        for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in self.threads if t.is_alive()]
+        stuck = [t.name for t in threads if t.is_alive()]
         self.clients.close()
-        for t in self.threads:
+        for t in threads:
             t.join(5.0)
         self.hooks.close(max(1.0, deadline - time.monotonic()))
         if self.metrics_server is not None:
@@ -340,15 +340,13 @@ class Daemon:
             settings=settings, watch=watch, ledger=self.ledger,
             transcriber=ClientTranscriber(client, settings.audio), hooks=self.hooks,
             metrics=self.metrics, started_at=self.started,
-            progress=lambda: self.note_progress(job.id))
+            progress=lambda: self.health.progressed(job.id))
         return ctx, client
 
     def _execute(self, job: Job, failure: MimoWatchdError | None = None) -> Outcome:
         """Runs a claimed job, or fails it with ``failure`` (worker and scheduler alike), inside
         the progress accounting, then lets the pause gate and the status see its outcome."""
-        with self.counter_lock:
-            self.in_progress += 1
-            self.progress[job.id] = time.monotonic()
+        self.health.job_started(job.id)
         client: MimoClient | None = None
         try:
             ctx, client = self._context(job)
@@ -369,9 +367,7 @@ class Daemon:
             self._requeue(job, "internal error while finishing the job")
             outcome = Outcome(job.id, "retry")
         finally:
-            with self.counter_lock:
-                self.in_progress -= 1
-                self.progress.pop(job.id, None)
+            self.health.job_ended(job.id)
             if client is not None:
                 self.clients.release(client)
         self._after(job, outcome)
@@ -483,43 +479,6 @@ class Daemon:
 
     def watch_for(self, watch_path: str) -> WatchSettings:
         return self.watches[watch_path]
-
-    # --- health -------------------------------------------------------------------------
-
-    def note_progress(self, job_id: int) -> None:
-        """A job moved forward (a chunk finished): it is not hung."""
-        with self.counter_lock:
-            if job_id in self.progress:
-                self.progress[job_id] = time.monotonic()
-
-    def alive(self) -> tuple[bool, str]:
-        """True while the scheduler, workers and observers run and no job is stuck.
-
-        This gates the systemd watchdog pings, so it must not include "paused": an operator
-        problem is not cured by a restart.
-        """
-        if not self.serving.is_set():
-            return False, "starting: recovering the ledger and scanning the watches"
-        dead = [t.name for t in self.threads if not t.is_alive()]
-        if dead and not self.stop_intake.is_set():
-            return False, f"threads died: {', '.join(dead)}"
-        if not self.watchset.alive():
-            return False, "a folder observer died"
-        limit = self.settings.worker_stall_seconds
-        now = time.monotonic()
-        with self.counter_lock:
-            stalled = [j for j, t in self.progress.items() if now - t > limit]
-        if stalled:
-            return False, f"{len(stalled)} job(s) made no progress for {limit:g} s"
-        return True, "ok"
-
-    def health(self) -> tuple[bool, str]:
-        """/healthz: alive, and not paused (by an operator problem, an outage, a full disk)."""
-        ok, reason = self.alive()
-        paused = self.status.paused()
-        if ok and paused is not None:
-            return False, paused
-        return ok, reason
 
 
 def bound_native_memory() -> None:
