@@ -7,6 +7,8 @@ what it needs when it runs, and ``emulate`` hands its options to the emulator's 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import threading
 import time
@@ -139,8 +141,8 @@ def _api_and_audio(args: argparse.Namespace) -> tuple[ApiSettings, Any]:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    """Transcribes each file; sidecars beside it (or in --output-dir); the input is untouched."""
-    import json
+    """Transcribes each file once (a path given twice is one file); sidecars beside it (or in
+    --output-dir), named as ``sidecar_stems`` says; the input is untouched."""
     from concurrent.futures import ThreadPoolExecutor
 
     import structlog
@@ -148,12 +150,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from mimo_watchd import logsetup
     from mimo_watchd.client import MimoClient
     from mimo_watchd.config import resolve_api_key
-    from mimo_watchd.outputs import write_sidecars
+    from mimo_watchd.outputs import dumps, write_sidecars
     from mimo_watchd.records import Transcribed
     from mimo_watchd.transcription import FileTranscriber
 
     log = structlog.get_logger("mimo_watchd.cli")
-    progress = _Progress(len(args.files))
+    files = sidecar_stems(args.files, args.output_dir)
+    progress = _Progress(len(files))
     # On a terminal the progress lines are the per-file summary; logs keep to warnings.
     logsetup.configure("warning" if progress.enabled else "info", args.log_format)
     api, audio = _api_and_audio(args)
@@ -161,10 +164,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     client = MimoClient(api, key)
     failures: list[str] = []
 
-    def one(path: Path) -> dict[str, Any] | None:
+    def one(job: tuple[Path, Path, str]) -> dict[str, Any] | None:
+        path, folder, stem = job
         started = time.monotonic()
-        folder = args.output_dir or path.parent
-        stem = path.stem if path.suffix else path.name
         try:
             if not path.is_file():
                 raise MimoWatchdError("not a regular file" if path.exists() else "no such file")
@@ -172,42 +174,74 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 existing = [folder / f"{stem}{s}" for s in (".txt", ".json")
                             if (folder / f"{stem}{s}").exists()]
                 if existing:
-                    raise MimoWatchdError(f"{existing[0]} exists (use --force to overwrite)")
+                    raise FileExistsError(errno.EEXIST, "exists", str(existing[0]))
             runner = FileTranscriber(client, audio, language=api.language)
             result = runner.run(path)
             doc = Transcribed.from_result(result, path=str(path.resolve()),
                                           original_path=str(path.resolve())).to_json()
             sidecars = write_sidecars(doc, folder, stem, overwrite=args.force)
         except (MimoWatchdError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, MimoWatchdError) else str(exc)
+            if isinstance(exc, FileExistsError):
+                reason = f"{exc.filename} exists (use --force to overwrite)"
+            else:
+                reason = exc.reason if isinstance(exc, MimoWatchdError) else str(exc)
             reason = reason.removeprefix(f"{path}: ")  # audio errors already name the file
             failures.append(f"{path}: {reason}")
             log.error("file.failed", path=str(path), reason=reason,
                       seconds=round(time.monotonic() - started, 3))
             progress.step(path, f"FAILED: {reason}")
             return None
-        log.info("file.done", path=str(path), outcome="done", txt=str(sidecars.txt),
+        log.info("file.done", path=str(path), outcome="done", txt=str(sidecars["txt"]),
                  audio_seconds=round(result.info.duration_seconds, 3),
                  billed_seconds=result.usage.get("seconds"),
                  tokens=result.usage.get("total_tokens"), chunks=len(result.chunks),
                  attempts=result.attempts, seconds=round(time.monotonic() - started, 3))
         progress.step(path, f"{result.info.duration_seconds:.1f} s audio, "
                       f"{result.usage.get('seconds')} s billed, "
-                      f"{len(result.chunks)} chunk(s) -> {sidecars.txt}")
+                      f"{len(result.chunks)} chunk(s) -> {sidecars['txt']}")
         return doc
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, api.max_concurrency)) as pool:
-            docs = list(pool.map(one, args.files))
+            docs = list(pool.map(one, files))
     finally:
         client.close()
     if args.json:
         for doc in docs:
             if doc is not None:
-                print(json.dumps(doc, ensure_ascii=False))
+                sys.stdout.write(dumps(doc, indent=None))
     for line in failures:
         print(f"failed: {line}", file=sys.stderr)
     return ExitCode.FAILED if failures else ExitCode.OK
+
+
+def sidecar_stems(files: list[Path], output_dir: Path | None) -> list[tuple[Path, Path, str]]:
+    """Each distinct input (by real path: a file given twice is transcribed once) with the
+    folder and stem of its sidecars.
+
+    The daemon's naming rule (``placement.candidates``), by argument order: the first file
+    of a stem in a folder gets it (``tones.txt``); a later one with another extension keeps
+    its extension (``tones.mp3.txt``). Files already in the folder are not other inputs: they
+    stop a file unless --force (they may be its own earlier transcript).
+    """
+    from mimo_watchd import outputs, placement
+
+    seen: set[str] = set()
+    taken: set[tuple[str, str]] = set()
+    out: list[tuple[Path, Path, str]] = []
+    for path in files:
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        folder = output_dir or path.parent
+        where = os.path.realpath(folder)
+        for _, stem in placement.candidates(path.name, outputs.suffixes("done")):
+            if (where, stem) not in taken:
+                taken.add((where, stem))
+                out.append((path, folder, stem))
+                break
+    return out
 
 
 class _Progress:

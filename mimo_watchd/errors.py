@@ -18,6 +18,7 @@ are translated at exactly one boundary each and chained with ``from exc``::
     │   └── OperatorError           401, 402, 403, 404: needs a human; pause all API work
     ├── JobError                    a file could not be processed for a reason of its own
     │   │                           (unsafe path, move failed, vanished)
+    │   ├── SourceChangedError      it is no longer there as queued (gone, replaced, a symlink)
     │   └── CrashLoopError          the daemon died while processing it, again and again
     ├── LedgerError                 the ledger's storage failed (sqlite3 errors, translated)
     │   ├── LedgerFullError         no space left for it: hold what is paid, pause, resume later
@@ -72,6 +73,12 @@ class IncompleteAudioError(AudioError):
 
 class JobError(MimoWatchdError):
     """A file could not be processed for a reason of its own (unsafe path, vanished, move)."""
+
+
+class SourceChangedError(JobError):
+    """The file a job is for is no longer there as it was queued or transcribed: gone,
+    replaced by other content, or now reached through a symlink. Nothing is done with what is
+    there now (new content is its own job; a symlink is never followed)."""
 
 
 class CrashLoopError(JobError):

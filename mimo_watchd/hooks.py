@@ -9,12 +9,14 @@ also in ``MIMO_WATCHD_*`` variables (``paths`` key ``audio`` -> ``MIMO_WATCHD_AU
 ``json``, ``txt``, ``error_json``, ``source``; ``MIMO_WATCHD_OUTCOME`` holds the outcome).
 A webhook receives the payload (the sidecar or error JSON) and is retried with backoff on
 connection errors, timeouts, 429 and 5xx; each attempt may take ``timeout_seconds``.
+
+Paths are passed with their exact bytes, also when a name is not UTF-8: as arguments and
+variables as they are, in the webhook's JSON as ``\\udcXX`` escapes (``outputs.dumps``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import signal
@@ -33,6 +35,7 @@ import structlog
 
 from mimo_watchd import __version__, backoff
 from mimo_watchd.config import HookSettings
+from mimo_watchd.outputs import dumps
 
 log = structlog.get_logger("mimo_watchd.hooks")
 
@@ -219,7 +222,7 @@ class HookRunner:
     def _post(self, task: _Task) -> str | None:
         assert task.hook.webhook is not None
         url = task.hook.webhook
-        body = json.dumps(task.payload, ensure_ascii=False).encode("utf-8")
+        body = dumps(task.payload, indent=None).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             "X-Mimo-Watchd-Outcome": task.outcome,

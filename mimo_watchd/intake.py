@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import structlog
 
-from mimo_watchd.fsutil import sha256_file
+from mimo_watchd.errors import SourceChangedError
+from mimo_watchd.inputs import hash_below
 from mimo_watchd.ledger import Job, Ledger
 from mimo_watchd.settle import Ready
 from mimo_watchd.timestamps import iso_seconds
@@ -23,20 +24,19 @@ log = structlog.get_logger("mimo_watchd.intake")
 def admit(ledger: Ledger, ready: Ready) -> Job | None:
     """The QUEUED job of a settled file, or None when there is nothing new to do."""
     path = ready.path
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
     active = ledger.active_for_path(str(path))
-    if active is not None and (active.size, active.mtime_ns) == (st.st_size, st.st_mtime_ns):
+    if active is not None and (active.size, active.mtime_ns) == (ready.size, ready.mtime_ns):
         return None
     try:
-        sha256 = sha256_file(path)
-    except OSError as exc:
-        log.warning("intake.unreadable", path=str(path), reason=exc.strerror)
+        # Read without following a symlink below the root: the name may have been swapped
+        # since it settled.
+        sha256, identity = hash_below(ready.watch.path, path)
+    except (SourceChangedError, OSError) as exc:
+        if not isinstance(exc.__cause__ or exc, FileNotFoundError):  # vanished: nothing to say
+            log.warning("intake.unreadable", path=str(path), reason=str(exc))
         return None
-    job = ledger.enqueue(watch=str(ready.watch.path), path=str(path), size=st.st_size,
-                         mtime_ns=st.st_mtime_ns, sha256=sha256,
+    job = ledger.enqueue(watch=str(ready.watch.path), path=str(path), size=identity.size,
+                         mtime_ns=identity.mtime_ns, sha256=sha256,
                          arrived_at=iso_seconds(ready.arrived_at))
     log.debug("intake.queued", path=str(path), job=job.id)
     return job

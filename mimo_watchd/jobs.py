@@ -7,12 +7,19 @@ metrics, a clock, a progress callback) and nothing else; the loop around it live
 failed attempt leads to (pause, retry or fail: one path fails a job), and the canonical log
 line. Outputs are planned and recorded in the ledger before they are written, so a crash at
 any point is finished by running the job again.
+
+The file is opened once, at the start, without following any symlink below the watch root
+(``inputs``), and checked against what was queued (size, mtime, then its hash): the
+transcriber reads that descriptor, and placement moves that inode, never whatever a name in
+the inbox leads to by then. A file that is no longer as queued (gone, replaced, a symlink now)
+ends the job as ``vanished`` with nothing done to what is there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +28,8 @@ import structlog
 
 from mimo_watchd import backoff, crashpoints, placement, records
 from mimo_watchd.config import HookSettings, Settings, WatchSettings
-from mimo_watchd.errors import CrashLoopError, JobError, MimoWatchdError
+from mimo_watchd.errors import CrashLoopError, JobError, MimoWatchdError, SourceChangedError
+from mimo_watchd.inputs import InputFile
 from mimo_watchd.ledger import Job, Ledger, State
 from mimo_watchd.records import Failed, Record, Skipped, Transcribed
 from mimo_watchd.transcription import Journal, TranscriptResult
@@ -30,9 +38,10 @@ log = structlog.get_logger("mimo_watchd.jobs")
 
 
 class Transcriber(Protocol):
-    """Turns a file into a transcript, keeping every paid answer in ``journal`` first."""
+    """Turns an opened file into a transcript, keeping every paid answer in ``journal`` first
+    (reading ``source`` through its descriptor, never by its name)."""
 
-    def transcribe(self, source: Path, *, sha256: str, language: str, journal: Journal,
+    def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
                    on_chunk: Callable[[], None]) -> TranscriptResult: ...
 
 
@@ -129,8 +138,9 @@ class JobRunner:
             log.info("job.resume", plan=plan.kind)
             # A crash mid-write may have left temp files beside the planned outputs.
             placement.remove_stale_temps(plan, older_than=ctx.started_at)
-            return self._finish(job, plan, records.from_json(plan.kind, job.result), started,
-                                resumed=True)
+            with self._reopened(job) as source:
+                return self._finish(job, plan, records.from_json(plan.kind, job.result), started,
+                                    source, resumed=True)
         limit = ctx.settings.max_interruptions
         if job.interruptions >= limit:
             log.error("job.crash_loop", interruptions=job.interruptions)
@@ -140,33 +150,69 @@ class JobRunner:
                 "kill -9; see the system journal); it is not tried again automatically "
                 f"(max_interruptions: {limit}); `mimo-watchd retry` queues it again"), started)
         crashpoints.reached("claimed", job.path)
-        source = Path(job.path)
-        if not source.exists():
-            ctx.ledger.finish(job.id, State.FAILED, final_path=None, outcome="vanished",
-                              error="the file disappeared before it was processed")
-            log.warning("job.vanished")
-            return Outcome(job.id, "vanished")
-        policy = ctx.settings.on_duplicate
-        earlier = (ctx.ledger.done_with_content(job.sha256, exclude_id=job.id)
-                   if policy != "transcribe" else None)
-        record: Record
-        if earlier is not None and policy == "skip":
-            plan = placement.choose(ctx.watch, source, "skipped")
-            record = Skipped(duplicate_of=earlier.final_path)
-        elif earlier is not None and earlier.result is not None:
-            plan = placement.choose(ctx.watch, source, "done")
-            record = Transcribed.from_json(earlier.result).reused(
-                path=plan.audio_dest, original_path=job.path, arrived_at=job.arrived_at)
-        else:
-            result = self._transcribe(job, source)
+        try:
+            source = self._open(job, check_hash=True)
+        except SourceChangedError as exc:
+            return self._vanished(job, exc.reason)
+        with source:
+            policy = ctx.settings.on_duplicate
+            earlier = (ctx.ledger.done_with_content(job.sha256, exclude_id=job.id)
+                       if policy != "transcribe" else None)
+            kind = "done"
+            record: Record
+            if earlier is not None and policy == "skip":
+                kind = "skipped"
+                record = Skipped(duplicate_of=earlier.final_path)
+            elif earlier is not None and earlier.result is not None:
+                record = Transcribed.from_json(earlier.result).reused(
+                    path="", original_path=job.path, arrived_at=job.arrived_at)
+            else:
+                result = self._transcribe(job, source)
+                record = Transcribed.from_result(result, path="", original_path=job.path,
+                                                 arrived_at=job.arrived_at)
             # Names are chosen once the transcript exists: free now, and written right away.
-            plan = placement.choose(ctx.watch, source, "done")
-            record = Transcribed.from_result(result, path=plan.audio_dest,
-                                             original_path=job.path, arrived_at=job.arrived_at)
-        ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
-        return self._finish(job, plan, record, started)
+            plan = placement.choose(ctx.watch, source.path, kind, identity=source.identity,
+                                    sha256=job.sha256)
+            record = records.moved_to(record, plan.audio_dest)
+            ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
+            return self._finish(job, plan, record, started, source)
 
-    def _transcribe(self, job: Job, source: Path) -> TranscriptResult:
+    def _open(self, job: Job, *, check_hash: bool) -> InputFile:
+        """The job's file, opened safely and checked to be what was queued (its size and
+        mtime; with ``check_hash`` its content too); SourceChangedError if it is not."""
+        source = InputFile.open(self.ctx.watch.path, Path(job.path))
+        try:
+            same = (source.identity.size, source.identity.mtime_ns) == (job.size, job.mtime_ns)
+            if same and check_hash:
+                same = source.sha256() == job.sha256 and source.unchanged()
+            if not same:
+                raise SourceChangedError("it changed after it was queued; the new content is "
+                                         "queued as its own job")
+        except BaseException:
+            source.close()
+            raise
+        return source
+
+    @contextlib.contextmanager
+    def _reopened(self, job: Job) -> Iterator[InputFile | None]:
+        """The job's file opened again for a resumed plan, or None when it cannot be (moved
+        before the crash, gone, or a symlink now); placement checks it is the same file."""
+        try:
+            source = InputFile.open(self.ctx.watch.path, Path(job.path))
+        except SourceChangedError:
+            yield None
+            return
+        with source:
+            yield source
+
+    def _vanished(self, job: Job, reason: str, **fields: Any) -> Outcome:
+        """Ends a job whose file is no longer there as it was: nothing is touched."""
+        self.ctx.ledger.finish(job.id, State.FAILED, final_path=None, outcome="vanished",
+                               error=reason)
+        log.warning("job.vanished", reason=reason, **fields)
+        return Outcome(job.id, "vanished")
+
+    def _transcribe(self, job: Job, source: InputFile) -> TranscriptResult:
         settings = self.ctx.settings
         language = self.ctx.watch.language or settings.api.language
         journal = _JobJournal(self.ctx.ledger, job, f"{settings.api.model}|{language}",
@@ -175,16 +221,26 @@ class JobRunner:
                                                journal=journal, on_chunk=self.ctx.progress)
 
     def _finish(self, job: Job, plan: placement.Plan, record: Record, started: float,
-                *, resumed: bool = False) -> Outcome:
+                source: InputFile | None, *, resumed: bool = False) -> Outcome:
         ctx = self.ctx
-        document = record.to_json()
-        where = placement.carry_out(plan, document)
-        dest = str(where) if where else None
+
+        def record_plan(step: placement.Plan, document: dict[str, Any]) -> None:
+            ctx.ledger.set_plan(job.id, step.to_dict(), document)
+
+        placed = placement.carry_out(plan, record, source, resuming=job.plan is not None,
+                                     record_plan=record_plan)
+        if placed.audio is None:
+            return self._vanished(job, (
+                "it was rewritten while it was processed: the audio as processed exists "
+                "nowhere any more, so no outputs were written (the result is kept in the "
+                "ledger); the new content is its own job") if source is not None else (
+                "it disappeared before it was moved; no outputs were written"))
+        dest = str(placed.audio)
         failed = isinstance(record, Failed)
         ctx.ledger.finish(job.id, State.FAILED if failed else State.DONE, final_path=dest,
                           outcome=record.outcome,
                           error=record.reason if isinstance(record, Failed) else None,
-                          error_doc=document if failed else None)
+                          error_doc=placed.document if failed else None)
         latency = ctx.clock() - started
         line = {"outcome": record.outcome, "dest": dest, "reason": None, **record.log_fields(),
                 "attempts": job.attempts, "latency_seconds": round(latency, 3),
@@ -196,9 +252,9 @@ class JobRunner:
         ctx.metrics.observe_job(record.outcome, latency)
         hook = ctx.watch.on_failure if failed else ctx.watch.on_success
         if hook is not None:
-            paths = {"source": job.path, "audio": str(where or plan.audio_dest),
-                     **plan.sidecar_paths}
-            ctx.hooks.submit(hook, record.outcome, document, paths)
+            paths = {"source": job.path, "audio": dest,
+                     **{k: str(v) for k, v in placed.files.items()}}
+            ctx.hooks.submit(hook, record.outcome, placed.document, paths)
         return Outcome(job.id, record.outcome)
 
     def _attempt_failed(self, job: Job, exc: MimoWatchdError, started: float) -> Outcome:
@@ -218,8 +274,14 @@ class JobRunner:
 
     def _fail(self, job: Job, exc: MimoWatchdError, started: float) -> Outcome:
         """The one way a job fails: plan the failed folder, record, write the error, move."""
-        plan = placement.choose(self.ctx.watch, Path(job.path), "failed")
-        record = Failed.from_error(exc, path=plan.audio_dest, original_path=job.path,
-                                   attempts=job.attempts, sha256=job.sha256)
-        self.ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
-        return self._finish(job, plan, record, started)
+        try:
+            source = self._open(job, check_hash=False)
+        except SourceChangedError as gone:
+            return self._vanished(job, gone.reason, failure=exc.reason)
+        with source:
+            plan = placement.choose(self.ctx.watch, source.path, "failed",
+                                    identity=source.identity, sha256=job.sha256)
+            record = Failed.from_error(exc, path=plan.audio_dest, original_path=job.path,
+                                       attempts=job.attempts, sha256=job.sha256)
+            self.ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
+            return self._finish(job, plan, record, started, source)

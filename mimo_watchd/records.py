@@ -273,6 +273,15 @@ class Failed:
 Record = Transcribed | Skipped | Failed
 
 
+def moved_to(record: Record, path: str) -> Record:
+    """``record`` for its audio at ``path`` (the name placement settled on)."""
+    if isinstance(record, Transcribed):
+        return replace(record, source=replace(record.source, path=path))
+    if isinstance(record, Failed):
+        return replace(record, path=path)
+    return record
+
+
 def from_json(kind: str, doc: Mapping[str, Any]) -> Record:
     """The record a plan of ``kind`` (done, skipped, failed) stored as ``doc``."""
     if kind == "failed":

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mimo_watchd.config import WatchSettings
+from mimo_watchd.inputs import DIR_FLAGS, open_dir
 from mimo_watchd.names import NameFilter, name_filter
 from mimo_watchd.paths import relative_to
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # vanished, or swapped for a symlink
 
 
@@ -37,7 +37,7 @@ def scan(
     if rel is None or (rel and not takes_folder(watch, rel)):
         return
     try:
-        top = _open_below(watch.path, rel)
+        top = open_dir(watch.path, rel)
     except OSError as exc:
         _report(on_error, exc)
         return
@@ -54,7 +54,7 @@ def scan(
             elif pending:
                 name = pending.pop()
                 try:
-                    sub = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                    sub = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
                 except OSError as exc:
                     _report(on_error, exc)
                     continue
@@ -89,18 +89,6 @@ def prefixes(rel: str) -> Iterator[str]:
     parts = rel.split("/")
     for i in range(len(parts)):
         yield "/".join(parts[: i + 1])
-
-
-def _open_below(root: Path, rel: str) -> int:
-    """Opens the folder ``rel`` below ``root`` without following any symlink below the root."""
-    fd = os.open(root, _DIR_FLAGS)  # the root itself may be a symlink (/srv/drop -> /data/drop)
-    for part in rel.split("/") if rel else ():
-        try:
-            sub = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = sub
-    return fd
 
 
 def _listing(

@@ -12,7 +12,7 @@ import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from mimo_watchd.client import MimoClient, Transcript, parse_completion
 from mimo_watchd.config import AudioSettings
 from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, TransientApiError
 from mimo_watchd.fsutil import sha256_file
+from mimo_watchd.inputs import InputFile
 from mimo_watchd.timestamps import now_iso
 
 USAGE_FIELDS = ("seconds", "prompt_tokens", "completion_tokens", "total_tokens", "audio_tokens")
@@ -95,13 +96,20 @@ def span_key(start: float, end: float) -> str:
 
 
 def _name_chunk(exc: ApiError | AudioError, index: int, start: float, end: float) -> Exception:
-    prefix = f"chunk {index} ({start:.1f}-{end:.1f} s): "
-    if isinstance(exc, ApiError):
-        new = type(exc).__new__(type(exc))
-        new.__dict__.update(exc.__dict__)
-        new.args = (prefix + str(exc),)
-        return new
-    return type(exc)(prefix + str(exc))
+    return _reworded(exc, f"chunk {index} ({start:.1f}-{end:.1f} s): " + str(exc))
+
+
+def _renamed(exc: ApiError | AudioError, path: str, name: str) -> Exception:
+    """``exc`` with ``path`` (a descriptor's path) replaced by ``name`` in its message."""
+    return _reworded(exc, str(exc).replace(path, name))
+
+
+def _reworded(exc: ApiError | AudioError, message: str) -> Exception:
+    """A copy of ``exc`` (same class and details) saying ``message``."""
+    new = type(exc).__new__(type(exc))
+    new.__dict__.update(exc.__dict__)
+    new.args = (message,)
+    return new
 
 
 class FileTranscriber:
@@ -117,7 +125,15 @@ class FileTranscriber:
         self.on_chunk = on_chunk
         self._lock = threading.Lock()
 
-    def run(self, path: Path, *, sha256: str | None = None) -> TranscriptResult:
+    def run(self, path: Path, *, sha256: str | None = None,
+            name: Path | None = None) -> TranscriptResult:
+        """The transcript of the file at ``path``; ``name`` is where it lies when ``path`` is
+        another way to it (``/proc/self/fd/N``): results and errors name ``name``."""
+        if name is not None and name != path:
+            try:
+                return replace(self.run(path, sha256=sha256), path=name)
+            except (ApiError, AudioError) as exc:
+                raise _renamed(exc, str(path), str(name)) from exc
         started = now_iso()
         digest = sha256 or sha256_file(path)
         prepared = prepare(path, audio=self.audio,
@@ -229,9 +245,10 @@ class ClientTranscriber:
         self.client = client
         self.audio = audio
 
-    def transcribe(self, source: Path, *, sha256: str, language: str, journal: Journal,
+    def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
                    on_chunk: Callable[[], None]) -> TranscriptResult:
-        """The transcript of ``source``, its paid answers kept in ``journal``."""
+        """The transcript of ``source`` (read through its descriptor, never by its name: the
+        audio layer opens ``/proc/self/fd/N``), its paid answers kept in ``journal``."""
         runner = FileTranscriber(self.client, self.audio, language=language, journal=journal,
                                  on_chunk=lambda _c: on_chunk())
-        return runner.run(source, sha256=sha256)
+        return runner.run(source.reader, sha256=sha256, name=source.path)

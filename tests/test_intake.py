@@ -54,3 +54,20 @@ def test_a_file_gone_or_unreadable_is_not_work(ledger: SqliteLedger, tmp_path: P
     locked.mkdir()
     assert admit(ledger, ready(watch, locked)) is None  # a folder: reading it fails
     assert ledger.counts()["QUEUED"] == 0
+
+
+def test_a_folder_swapped_for_a_symlink_after_settling_is_not_read(
+        ledger: SqliteLedger, tmp_path: Path) -> None:
+    """The folder of a settled file replaced by a symlink to a private folder before intake
+    hashes it: nothing is queued (issue 12 item 1)."""
+    root, private = tmp_path / "inbox", tmp_path / "private"
+    (root / "sub").mkdir(parents=True)
+    private.mkdir()
+    (private / "b.wav").write_bytes(b"private")
+    watch = WatchSettings(path=root, processed_dir=tmp_path / "p", failed_dir=tmp_path / "f")
+    (root / "sub" / "b.wav").write_bytes(b"private")
+    offer = ready(watch, root / "sub" / "b.wav")
+    (root / "sub").rename(tmp_path / "away")
+    (root / "sub").symlink_to(private)
+    assert admit(ledger, offer) is None
+    assert ledger.counts()["QUEUED"] == 0

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from mimo_watchd.config import (
 )
 from mimo_watchd.emulator import Emulator, FaultRule, tones
 from mimo_watchd.errors import OperatorError, PermanentApiError, TransientApiError
+from mimo_watchd.inputs import InputFile
 from mimo_watchd.jobs import JobContext, JobRunner, Outcome
 from mimo_watchd.ledger import Job, SqliteLedger, State
 from mimo_watchd.transcription import (
@@ -50,16 +53,17 @@ class FakeTranscriber:
         self.errors: list[Exception] = []
         self.fail_after_paying: Exception | None = None
 
-    def transcribe(self, source: Path, *, sha256: str, language: str, journal: Journal,
+    def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
                    on_chunk: Any) -> TranscriptResult:
-        self.calls.append(source)
+        self.calls.append(source.path)
         if self.errors:
             raise self.errors.pop(0)
         raw = journal.lookup(SPAN)
         from_journal = raw is not None
         if raw is None:
             self.paid += 1
-            raw = {"id": f"req-{self.paid}", "text": f"words of {source.name}", "usage": USAGE}
+            raw = {"id": f"req-{self.paid}", "text": f"words of {source.path.name}",
+                   "usage": USAGE}
             journal.record(SPAN, raw)
         if self.fail_after_paying is not None:
             error, self.fail_after_paying = self.fail_after_paying, None
@@ -68,8 +72,9 @@ class FakeTranscriber:
         chunk = ChunkResult(index=0, start=0.0, end=1.0, text=raw["text"], request_id=raw["id"],
                             usage=raw["usage"], attempts=0 if from_journal else 1,
                             api_seconds=0.25, overlapped=False, from_journal=from_journal)
-        info = AudioInfo(source, "wav", "pcm_s16le", 1.0, 16000, 1, source.stat().st_size)
-        return TranscriptResult(path=source, sha256=sha256, info=info, text=chunk.text,
+        info = AudioInfo(source.reader, "wav", "pcm_s16le", 1.0, 16000, 1,
+                         os.fstat(source.fd).st_size)
+        return TranscriptResult(path=source.path, sha256=sha256, info=info, text=chunk.text,
                                 language=language, model="mimo-v2.5-asr", chunks=[chunk],
                                 started_at="2025-01-01T00:00:00.000Z",
                                 finished_at="2025-01-01T00:00:01.000Z", api_seconds=0.25,
@@ -140,7 +145,8 @@ class World:
         path = self.arrive(name, content)
         st = path.stat()
         self.ledger.enqueue(watch=str(self.inbox), path=str(path), size=st.st_size,
-                            mtime_ns=st.st_mtime_ns, sha256=content.hex(), arrived_at="t0")
+                            mtime_ns=st.st_mtime_ns, sha256=hashlib.sha256(content).hexdigest(),
+                            arrived_at="t0")
         job = self.ledger.claim(now)
         assert job is not None and job.path == str(path)
         return job
@@ -250,12 +256,13 @@ def test_duplicate_policy_skip_moves_without_outputs(
 
 
 def test_names_are_chosen_once_the_transcript_exists(world: World) -> None:
-    """Sidecars another file wrote under the same stem while this one was being transcribed
-    are never overwritten: this file takes the next free name."""
+    """Sidecars another recording (a.mp3) wrote under the same stem while this one was being
+    transcribed are never overwritten: this file's sidecars keep its extension (issue 11 item
+    10) and its audio keeps its name."""
     other = world.processed / "a.json"
 
     class Racing(FakeTranscriber):
-        def transcribe(self, source: Path, **kw: Any) -> TranscriptResult:
+        def transcribe(self, source: InputFile, **kw: Any) -> TranscriptResult:
             world.processed.mkdir()
             other.write_text("{}")  # a.mp3's sidecar, finished meanwhile
             return super().transcribe(source, **kw)
@@ -263,7 +270,8 @@ def test_names_are_chosen_once_the_transcript_exists(world: World) -> None:
     world.transcriber = Racing()
     assert world.run(world.claim("a.wav")).outcome == "done"
     assert other.read_text() == "{}"
-    assert world.sidecar("a-1")["source"]["path"] == str(world.processed / "a-1.wav")
+    assert world.sidecar("a.wav")["source"]["path"] == str(world.processed / "a.wav")
+    assert (world.processed / "a.wav.txt").read_text() == "words of a.wav\n"
 
 
 def test_a_transient_failure_is_retried_then_fails_at_max_attempts(
@@ -344,7 +352,7 @@ def test_a_job_killed_after_its_plan_resumes_from_the_plan(
     class Killed(BaseException):
         """What a kill -9 looks like from inside: nothing after it runs."""
 
-    def killed(plan: placement.Plan, document: dict[str, Any]) -> Path | None:
+    def killed(*args: Any, **kwargs: Any) -> placement.Placed:
         raise Killed
 
     job = world.claim("a.wav")

@@ -36,21 +36,40 @@ def problems(settings: Settings) -> list[str]:
                 else:
                     found.append(f"watches[{j}].path: lies inside watches[{i}].path "
                                  f"({w.path}); a watch may not contain another")
-        for key in _OUTPUT_FOLDERS:
-            for j, other in enumerate(watches):
-                target = getattr(other, key)
-                if target is None or not is_within(target, w.path):
-                    continue
-                if target == w.path:
-                    found.append(f"watches[{j}].{key}: must not be the watched folder itself")
-                elif not _excluded(target, w):
-                    found.append(
-                        f"watches[{j}].{key}: {target} lies inside the watched folder "
-                        f"watches[{i}].path ({w.path}); move it out or exclude it "
-                        f"(e.g. exclude: ['{target.relative_to(w.path).as_posix()}/**'])")
+    found += outputs_inside_watches(watches)
     for i, w in enumerate(watches):
         if is_within(settings.state_dir, w.path):
             found.append(f"state_dir: {settings.state_dir} lies inside watches[{i}].path")
+    return found
+
+
+def outputs_inside_watches(watches: tuple[WatchSettings, ...]) -> list[str]:
+    """Output folders that lie inside a watched tree it does not exclude, by real path.
+
+    Real paths, because the daemon writes where a path leads: ``processed_dir: /out/done``
+    with ``/out -> /srv/inbox`` puts the outputs into the watch, and the daemon would take
+    them again forever. A folder not yet created resolves as far as it exists.
+    """
+    found: list[str] = []
+    for i, w in enumerate(watches):
+        root = Path(os.path.realpath(w.path))
+        for key in _OUTPUT_FOLDERS:
+            for j, other in enumerate(watches):
+                folder = getattr(other, key)
+                if folder is None:
+                    continue
+                target = Path(os.path.realpath(folder))
+                if not is_within(target, root):
+                    continue
+                via = "" if target == folder else f" (by its real path {target})"
+                if target == root:
+                    found.append(f"watches[{j}].{key}: must not be the watched folder itself"
+                                 f"{via}")
+                elif not _excluded(target, root, w):
+                    found.append(
+                        f"watches[{j}].{key}: {folder}{via} lies inside the watched folder "
+                        f"watches[{i}].path ({w.path}); move it out or exclude it "
+                        f"(e.g. exclude: ['{target.relative_to(root).as_posix()}/**'])")
     return found
 
 
@@ -84,12 +103,12 @@ def require_consistent(settings: Settings, source: str | None = None) -> None:
         raise ConfigError(found, source)
 
 
-def _excluded(target: Path, w: WatchSettings) -> bool:
-    """True when the watch never looks into the folder ``target`` inside it.
+def _excluded(target: Path, root: Path, w: WatchSettings) -> bool:
+    """True when the watch never looks into the folder ``target`` inside its (real) ``root``.
 
     Uses the watcher's own name rules (case-insensitive, .gitignore-like globs, hidden folders
     never walked), so the check agrees exactly with what would be watched.
     """
     rules = name_filter(w.recursive, w.include, w.exclude)
-    parts = target.relative_to(w.path).parts
+    parts = target.relative_to(root).parts
     return any(not rules.takes_dir("/".join(parts[: i + 1])) for i in range(len(parts)))

@@ -78,18 +78,43 @@ _DUE = "(next_attempt_at<=? OR next_attempt_at-?>retry_delay) "
 _FAILED_FILE = "state='FAILED' AND outcome='failed'"
 
 
+def _text(value: str | None) -> str | bytes | None:
+    """``value`` as SQLite can store it. A path whose name is not UTF-8 reaches us as a str
+    holding its bytes (``surrogateescape``), which sqlite3 cannot encode: it is stored as
+    those bytes (a BLOB, equal only to the same bytes), and ``_str`` gives the str back."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(value)
+    return value
+
+
+def _str(value: Any) -> Any:
+    """What ``_text`` stored, as the str (or None) it was given."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _json(doc: Any) -> str:
+    """JSON text of ``doc`` that SQLite can store (ASCII escapes when a str holds bytes)."""
+    text = json.dumps(doc, ensure_ascii=False)
+    return text if isinstance(_text(text), str) else json.dumps(doc)
+
+
 def _job(row: sqlite3.Row) -> Job:
     return Job(
-        id=row["id"], watch=row["watch"], path=row["path"], size=row["size"],
+        id=row["id"], watch=_str(row["watch"]), path=_str(row["path"]), size=row["size"],
         mtime_ns=row["mtime_ns"], sha256=row["sha256"], state=State(row["state"]),
         attempts=row["attempts"],
         # (a reader may open a ledger an older version wrote, before a daemon upgrades it)
         interruptions=row["interruptions"] if "interruptions" in row.keys() else 0,  # noqa: SIM118
         next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"], arrived_at=row["arrived_at"],
+        last_error=_str(row["last_error"]), arrived_at=row["arrived_at"],
         plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
         result=json.loads(row["result_json"]) if row["result_json"] else None,
-        final_path=row["final_path"], outcome=row["outcome"], updated_at=row["updated_at"])
+        final_path=_str(row["final_path"]), outcome=row["outcome"],
+        updated_at=row["updated_at"])
 
 
 class SqliteLedger:
@@ -272,7 +297,7 @@ class SqliteLedger:
 
     def active_for_path(self, path: str) -> Job | None:
         return self._one("SELECT * FROM jobs WHERE path=? AND state IN ('QUEUED','PROCESSING') "
-                         "ORDER BY id DESC", (path,))
+                         "ORDER BY id DESC", (_text(path),))
 
     def enqueue(self, *, watch: str, path: str, size: int, mtime_ns: int, sha256: str,
                 arrived_at: str) -> Job:
@@ -280,7 +305,7 @@ class SqliteLedger:
         with self._tx() as db:
             row = db.execute("SELECT id, state FROM jobs WHERE path=? AND state IN "
                              "('QUEUED','PROCESSING') ORDER BY id DESC LIMIT 1",
-                             (path,)).fetchone()
+                             (_text(path),)).fetchone()
             if row is not None and row["state"] == State.QUEUED:
                 # The file changed while waiting: keep one job, with the new identity.
                 db.execute("UPDATE jobs SET size=?, mtime_ns=?, sha256=?, updated_at=?, "
@@ -290,8 +315,8 @@ class SqliteLedger:
                 cur = db.execute(
                     "INSERT INTO jobs (watch, path, size, mtime_ns, sha256, state, arrived_at, "
                     "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (watch, path, size, mtime_ns, sha256, str(State.QUEUED), arrived_at, now,
-                     now))
+                    (_text(watch), _text(path), size, mtime_ns, sha256, str(State.QUEUED),
+                     arrived_at, now, now))
                 job_id = cur.lastrowid
         job = self.get(int(job_id or 0))
         assert job is not None
@@ -352,21 +377,21 @@ class SqliteLedger:
         with self._tx() as db:
             db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, retry_delay=?, "
                        "last_error=?, attempts=MAX(0, attempts-?), updated_at=? WHERE id=?",
-                       (now + delay, delay, error, 1 if refund_attempt else 0, now, job_id))
+                       (now + delay, delay, _text(error), 1 if refund_attempt else 0, now,
+                        job_id))
 
     def set_plan(self, job_id: int, plan: dict[str, Any], result: dict[str, Any]) -> None:
         with self._tx(durable=True) as db:
             db.execute("UPDATE jobs SET plan_json=?, result_json=?, updated_at=? WHERE id=?",
-                       (json.dumps(plan), json.dumps(result, ensure_ascii=False), time.time(),
-                        job_id))
+                       (json.dumps(plan), _json(result), time.time(), job_id))
 
     def finish(self, job_id: int, state: State, *, final_path: str | None, outcome: str,
                error: str | None = None, error_doc: dict[str, Any] | None = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE jobs SET state=?, final_path=?, outcome=?, last_error=?, "
                        "error_json=?, updated_at=? WHERE id=?",
-                       (str(state), final_path, outcome, error,
-                        json.dumps(error_doc, ensure_ascii=False) if error_doc else None,
+                       (str(state), _text(final_path), outcome, _text(error),
+                        _json(error_doc) if error_doc else None,
                         time.time(), job_id))
 
     def recover(self, *, unclean: bool) -> int:
@@ -398,8 +423,7 @@ class SqliteLedger:
                         raw: dict[str, Any]) -> None:
         with self._tx(durable=True) as db:
             db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?)",
-                       (sha256, variant, span, job_id, json.dumps(raw, ensure_ascii=False),
-                        time.time()))
+                       (sha256, variant, span, job_id, _json(raw), time.time()))
             # Progress: earlier interruptions were not this file's fault.
             db.execute("UPDATE jobs SET interruptions=0 WHERE id=? AND interruptions>0",
                        (job_id,))
