@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import faulthandler
+import io
 import os
 import signal
 import sys
@@ -501,6 +502,10 @@ def run(config_path: Path, *, once: bool = False) -> int:
     command's."""
     settings = load(config_path)
     bound_native_memory()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # As stderr does: a name that is not UTF-8 is logged as \udcXX escapes (still JSON)
+        # instead of failing the line.
+        sys.stdout.reconfigure(errors="backslashreplace")
     logsetup.configure(settings.log.level, settings.log.format, stream=sys.stdout)
     try:
         lock = InstanceLock.acquire(settings.state_dir)
