@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from mimo_watchd.exitcodes import ExitCode
 from mimo_watchd.fsutil import free_stem, safe_move
 from mimo_watchd.ledger import Job, State, open_ledger, read_ledger
 from mimo_watchd.ledger.sqlite import LEDGER_FILE
-from mimo_watchd.outputs import ERROR_SUFFIX
+from mimo_watchd.outputs import ERROR_SUFFIX, dumps
 from mimo_watchd.timestamps import iso_seconds
 
 
@@ -40,6 +39,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     Exits 0 while a daemon runs on the state folder, 3 when none does (LSB's "not running",
     as ``systemctl status``). Reads only: creates no folder, no ledger, no file."""
+    _escaped_stdout()
     settings = load(args.config)
     pid = instance.holder(settings.state_dir)
     running = pid is not None
@@ -69,7 +69,7 @@ def cmd_status(args: argparse.Namespace) -> int:
            "recent_failures": failures, "updated_at": runtime.get("updated_at")}
     code = ExitCode.OK if running else ExitCode.NOT_RUNNING
     if args.json:
-        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        sys.stdout.write(dumps(doc))
         return code
     state = f"running (pid {doc['pid']})" if running else "not running"
     print(f"mimo-watchd: {state}; state folder {settings.state_dir}")
@@ -92,6 +92,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
+def _escaped_stdout() -> None:
+    """Paths are shown as they are, except bytes that are not UTF-8, as ``\\udcXX`` escapes
+    (as on stderr), so that one such name cannot make a command fail."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def _failure(job: Job) -> dict[str, Any]:
     """A failed file as ``status`` shows it: where it is now, when it failed, why (once)."""
     result = job.result or {}
@@ -109,6 +116,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if not args.failed and not args.paths:
         print("retry: give --failed or the failed files' paths", file=sys.stderr)
         return ExitCode.USAGE
+    _escaped_stdout()
     settings = load(args.config)
     wanted = {Path(os.path.abspath(p)) for p in args.paths}
     moved, problems = 0, []

@@ -30,6 +30,7 @@ from mimo_watchd.fsutil import atomic_write
 from mimo_watchd.ledger.guard import GuardedLedger
 from mimo_watchd.metrics import Metrics
 from mimo_watchd.notify import Notifier
+from mimo_watchd.outputs import dumps
 from mimo_watchd.pausegate import PauseGate
 from mimo_watchd.scheduler import Scheduler
 from mimo_watchd.settle import Settler
@@ -121,7 +122,7 @@ class StatusWriter:
         d.metrics.set_paused(doc["paused"])
         if not stopped:
             d.notifier.status(line)
-        text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+        text = dumps(doc)
         with self._lock:
             self._store(d.settings.state_dir / STATUS_FILE, text)
 

@@ -5,6 +5,7 @@ config and the API, watch for ignored files, and start it under systemd's watchd
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -219,3 +220,22 @@ def test_the_watchdog_pings_from_the_start_without_a_false_alarm(emu: Emulator,
         assert d.stop() == 0, d.text()
         sock.close()
     assert not d.saw("watchdog.withheld") and not d.saw("watchdog.resumed")
+
+
+def test_status_shows_a_name_that_is_not_utf8(emu: Emulator, layout: Deployment) -> None:
+    """A failed file whose name is not UTF-8 is listed by status, escaped in the text and
+    round-tripping in the JSON, instead of making the command fail."""
+    layout.write_config(emu.url)
+    bad = os.fsencode(layout.inbox) + b"/\xff\xfe.mp3"
+    with open(bad, "wb") as fh:
+        fh.write(b"not audio at all\n" * 10)
+    assert DaemonProcess(layout, once=True).wait(60) == 1
+    text = run_cli(layout, "status", "-c", str(layout.config))
+    assert text.returncode == 3, text.stderr
+    assert f"{layout.failed}/\\udcff\\udcfe.mp3: " in text.stdout
+    st = run_cli(layout, "status", "-c", str(layout.config), "--json")
+    (failure,) = json.loads(st.stdout)["recent_failures"]
+    assert os.fsencode(failure["path"]) == os.fsencode(layout.failed) + b"/\xff\xfe.mp3"
+    retried = run_cli(layout, "retry", "-c", str(layout.config), "--failed")
+    assert retried.returncode == 0 and "\\udcff\\udcfe.mp3" in retried.stdout
+    assert os.path.exists(bad)
