@@ -41,7 +41,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     as ``systemctl status``). Reads only: creates no folder, no ledger, no file."""
     _escaped_stdout()
     settings = load(args.config)
-    pid = instance.holder(settings.state_dir)
+    try:
+        pid = instance.holder(settings.state_dir)
+    except OSError as exc:  # e.g. the service's state folder, read by another user
+        raise ConfigError([f"state_dir: cannot read {settings.state_dir}: "
+                           f"{exc.strerror or exc}"], str(args.config)) from exc
     running = pid is not None
     runtime = (runstatus.read(settings.state_dir) or {}) if running else {}
     ledger = read_ledger(settings.state_dir)

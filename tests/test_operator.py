@@ -109,7 +109,7 @@ def test_status_after_an_unclean_stop_and_without_a_state_folder(emu: Emulator,
                                                                   layout: Deployment) -> None:
     """After kill -9 mid-request, status says not running (exit 3) and counts the cut-off
     file as queued (interrupted), not in progress; on a state folder that does not exist it
-    says so, exits 3, and creates nothing."""
+    says so, exits 3, and creates nothing; one it cannot read is one line and exit 78."""
     emu.add_fault(FaultRule("slow", delay=5.0))
     layout.write_config(emu.url)
     d = DaemonProcess(layout)
@@ -129,6 +129,12 @@ def test_status_after_an_unclean_stop_and_without_a_state_folder(emu: Emulator,
     st = run_cli(layout, "status", "-c", str(layout.config))
     assert st.returncode == 3 and "no ledger yet" in st.stdout
     assert not elsewhere.exists()
+    (layout.root / "a-file").write_text("")
+    layout.write_config(emu.url, state_dir=str(layout.root / "a-file" / "state"))
+    st = run_cli(layout, "status", "-c", str(layout.config))
+    assert st.returncode == 78 and st.stderr.strip() == (
+        f"{layout.config}: state_dir: cannot read {layout.root / 'a-file' / 'state'}: "
+        "Not a directory")
 
 
 def test_check_api_names_the_url_and_has_its_own_code_when_unreachable(
