@@ -56,6 +56,7 @@ from mimo_watchd.exitcodes import ExitCode, killed_by
 from mimo_watchd.fsutil import remove_stale_temps
 from mimo_watchd.health import Health
 from mimo_watchd.hooks import HookRunner
+from mimo_watchd.inputs import probe_below
 from mimo_watchd.instance import InstanceLock
 from mimo_watchd.jobs import JobContext, JobRunner, Outcome
 from mimo_watchd.ledger import Job, open_ledger
@@ -111,7 +112,9 @@ class Daemon:
         # Every watch ever configured: a job queued before a reload removed its watch still
         # needs to know where its outputs go.
         self.watches = {str(w.path): w for w in settings.watches}
-        self.settler = Settler(probe=audio.probe,
+        # The container probe reads each file through a descriptor opened below its watch
+        # root, so a folder swapped for a symlink while the file settles is never followed.
+        self.settler = Settler(probe=self._probe,
                                incomplete_timeout=settings.incomplete_timeout_seconds)
         self.scheduler = Scheduler(ledger=self.ledger, settler=self.settler,
                                    watches=lambda: self.settings.watches,
@@ -306,6 +309,10 @@ class Daemon:
             log.error("ledger.error", reason=exc.reason)
 
     # --- intake -------------------------------------------------------------------------
+
+    def _probe(self, path: Path) -> object:
+        """The settler's container probe, through a descriptor opened below the file's watch."""
+        return probe_below([w.path for w in self.watches.values()], audio.probe, path)
 
     def _ignored(self, path: Path, reason: str) -> None:
         log.debug("intake.ignored", path=str(path), reason=reason)
