@@ -1,4 +1,4 @@
-"""The ``mimo-watchd`` command line: transcribe, emulate, run, status, retry, check.
+"""The ``mimo-watchd`` command line: transcribe, emulate, run, status, retry, prune, check.
 
 Building the parser imports nothing heavy (``--help`` answers at once): each command imports
 what it needs when it runs, and ``emulate`` hands its options to the emulator's own parser.
@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--failed", action="store_true", help="every file in the failed folders")
     rt.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                     help="failed files to move back (where they are now, or where they arrived)")
+
+    pr = sub.add_parser("prune", help="delete files whose retention period is over (watches' "
+                        "retention); --dry-run lists them")
+    pr.add_argument("-c", "--config", type=Path, required=True, help=CONFIG_HELP)
+    pr.add_argument("--dry-run", action="store_true",
+                    help="list what would be deleted, delete nothing")
 
     c = sub.add_parser("check", help="validate the config, folders, hooks and key; --api tries "
                        "a request")
