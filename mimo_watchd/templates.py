@@ -84,8 +84,7 @@ def render_path(text: str, values: Mapping[str, Any]) -> str:
 
 
 def _normalised(rendered: str, text: str, *, error: type[Exception] = ValueError) -> str:
-    if rendered.startswith("/"):
-        raise error(f"{text!r} gives an absolute path ({rendered!r})")
+    # (a leading '/' comes from an empty field: the template itself is never absolute)
     parts = [p for p in rendered.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise error(f"{text!r} gives {rendered!r}, which leaves its folder ('..')")
