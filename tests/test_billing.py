@@ -116,10 +116,10 @@ def test_the_gate_waits_for_the_budget_day_instead_of_backing_off() -> None:
     assert wait is not None and 7190 < wait <= 7200
 
 
-def _with_budget(world: World, budget: float | None) -> JobContext:
-    settings = Settings(**{**world.settings.__dict__,
+def _with_budget(w: World, budget: float | None) -> JobContext:
+    settings = Settings(**{**w.settings.__dict__,
                            "api": ApiSettings(price_per_hour=3600.0, daily_budget=budget)})
-    ctx = world.context(settings)
+    ctx = w.context(settings)
     return JobContext(**{**ctx.__dict__, "bill": Bill(None)})
 
 

@@ -110,7 +110,8 @@ def test_arrival_dates_are_in_the_operators_zone(tmp_path: Path) -> None:
     """{arrived} is the arrival time in `timezone`: 23:30 UTC is the next day in Shanghai."""
     inbox = tmp_path / "inbox"
     watch = WatchSettings(path=inbox, processed_dir=tmp_path / "done",
-                          failed_dir=tmp_path / "failed", processed_path="{arrived:%Y-%m-%d}/{name}")
+                          failed_dir=tmp_path / "failed",
+                          processed_path="{arrived:%Y-%m-%d}/{name}")
     with _opened(inbox, "a.wav") as source:
         shanghai = placement.layout(watch, source.path, "done", placement.Naming(
             arrived_at="2026-12-01T23:30:00Z", timezone="Asia/Shanghai"))
