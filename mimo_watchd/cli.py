@@ -154,6 +154,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     import structlog
 
     from mimo_watchd import logsetup
+    from mimo_watchd.billing import Price
     from mimo_watchd.client import MimoClient
     from mimo_watchd.config import resolve_api_key
     from mimo_watchd.outputs import dumps, write_sidecars
@@ -184,7 +185,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             runner = FileTranscriber(client, audio, language=api.language)
             result = runner.run(path)
             doc = Transcribed.from_result(result, path=str(path.resolve()),
-                                          original_path=str(path.resolve())).to_json()
+                                          original_path=str(path.resolve()),
+                                          price=Price.of(api)).to_json()
             sidecars = write_sidecars(doc, folder, stem, overwrite=args.force)
         except (MimoWatchdError, OSError) as exc:
             if isinstance(exc, FileExistsError):
