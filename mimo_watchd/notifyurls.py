@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import threading
 import warnings
 from types import ModuleType
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from mimo_watchd.errors import ConfigError
 
 EXTRA = "pip install 'mimo-watchd[notify]'"
-# Parts of a URL at least this long are treated as secrets (tokens, passwords, keys); shorter
-# ones (a port, "general", a topic like "mimo") would only scramble ordinary log text.
-SECRET_MIN_CHARS = 6
+# Parts of a URL (other than its user and password) at least this long that are not a host
+# name or a plain word are treated as secrets; shorter ones (a port, "mimo") are not.
+SECRET_MIN_CHARS = 8
+_PARTS = re.compile(r"([^/?#]*)([^?#]*)(?:\?([^#]*))?")  # netloc, path, query
+_PLAIN = re.compile(r"[a-z][a-z_-]*|[\w-]+(\.[\w-]+)+")  # a word, or a host name / address
 _LOADING = threading.Lock()
 
 
@@ -68,19 +71,21 @@ def problem(url: str) -> str | None:
 
 
 def secrets_of(url: str) -> list[str]:
-    """What of ``url`` must never be logged: the URL itself and each part of it (user,
-    password, host, port: services put tokens in any of them; path segments, query values) of
-    at least SECRET_MIN_CHARS characters,
-    as written and unquoted; most services keep their token in one of these."""
+    """What of ``url`` must never be logged: the URL itself, its password, and every other
+    part (the user, a bare host, path segments, query values) that looks like a token: at least
+    SECRET_MIN_CHARS characters, neither a host name nor a plain lower-case word (a host or a
+    topic like ``transcripts`` scrubbed from every log line would only blind it). Services
+    keep their tokens in any of these places (``tgram://TOKEN/CHAT``, ``slack://A/B/C``)."""
     found = {url}
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc.replace("@", ":").split(":")
-        pieces = [parts.netloc, *netloc, *parts.path.split("/"),
-                  *(v for _, v in parse_qsl(parts.query))]
-    except ValueError:
-        pieces = [url.partition("://")[2]]
-    for piece in pieces:
-        if piece:
-            found.update({piece, unquote(piece)})
-    return sorted(p for p in found if len(p) >= SECRET_MIN_CHARS)
+    parts = _PARTS.match(url.partition("://")[2])
+    assert parts is not None  # every part is optional: it always matches
+    netloc, path, query = parts.groups(default="")
+    userinfo, _, hostport = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    if len(password) >= 4:
+        found.update({userinfo, password})
+    pieces = [user, *hostport.split(":"), *path.split("/"),
+              *(v for _, v in parse_qsl(query))]
+    found.update(p for p in pieces if len(p) >= SECRET_MIN_CHARS and not _PLAIN.fullmatch(p))
+    found.update([unquote(p) for p in found])
+    return sorted(p for p in found if len(p) >= 4)

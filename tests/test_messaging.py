@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from mimo_watchd import logsetup, messaging, notifyurls
 from mimo_watchd.billing import Cost, Price
@@ -173,3 +174,15 @@ def test_a_receiver_that_recovers_gets_the_message(receiver: JsonReceiver) -> No
     finally:
         messenger.close(5)
     assert results == [True] and len(receiver.received) == 1
+
+
+def test_reading_the_config_makes_every_log_line_scrub_the_urls_secrets(
+        tmp_path: Path, log_text: io.StringIO) -> None:
+    """Once a config with notify is read, a log line that happens to hold a URL's password,
+    token or the URL itself shows *** instead (as for the API key)."""
+    url = "tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/-100200300"
+    parse(_config(tmp_path, [url]), base=tmp_path)
+    structlog.get_logger("test").warning("oops", detail=f"sent to {url} with token "
+                                         "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw")
+    text = log_text.getvalue()
+    assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in text and "***" in text
