@@ -1,5 +1,6 @@
 """The parts every scenario shares: the emulator and the daemon as real processes, /proc
-accounting, scratch folders, test audio and waiting.
+accounting, scratch folders and test audio. A deployment's folders and config, and waiting for a
+state, come from :mod:`tests.support`, which the tests use too.
 
 Everything runs on 127.0.0.1. The emulator runs in a process of its own (``python -m
 mimo_watchd.emulator``) so that neither the daemon nor a baseline shares its interpreter lock;
@@ -15,22 +16,21 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import wave
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import yaml
 
 from mimo_watchd.emulator import tones
+from tests.support import Deployment, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-bench-0123456789"
@@ -44,19 +44,6 @@ def child_env(**extra: str) -> dict[str, str]:
     env.pop("MIMO_BASE_URL", None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05) -> Any:
-    """Polls ``predicate`` until it is truthy; raises TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 # --- /proc accounting ------------------------------------------------------------------------
@@ -163,67 +150,6 @@ def terminate(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-
-
-@dataclass
-class Deployment:
-    """The folders and config of one daemon deployment under ``root``."""
-
-    root: Path
-    inbox: Path = field(init=False)
-    processed: Path = field(init=False)
-    failed: Path = field(init=False)
-    state: Path = field(init=False)
-    config: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.inbox = self.root / "inbox"
-        self.processed = self.root / "processed"
-        self.failed = self.root / "failed"
-        self.state = self.root / "state"
-        self.config = self.root / "config.yaml"
-        for p in (self.inbox, self.processed, self.failed):
-            p.mkdir(parents=True, exist_ok=True)
-
-    def write_config(self, base_url: str, *, rpm: int = 1_000_000, tpm: int = 1_000_000_000,
-                     concurrency: int = 3, watch: dict[str, Any] | None = None,
-                     api: dict[str, Any] | None = None, **top: Any) -> Path:
-        """A production-like config: defaults except the API address and the given options."""
-        doc: dict[str, Any] = {
-            "api": {"base_url": base_url, "requests_per_minute": rpm, "tokens_per_minute": tpm,
-                    "max_concurrency": concurrency, **(api or {})},
-            "state_dir": str(self.state),
-            "log": {"format": "json", "level": "info"},
-            "watches": [{"path": str(self.inbox), "processed_dir": str(self.processed),
-                         "failed_dir": str(self.failed), **(watch or {})}],
-            **top,
-        }
-        self.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
-        return self.config
-
-    def query_ledger(self, sql: str) -> list[Any]:
-        """Rows of ``sql`` on the daemon's SQLite ledger, opened read-only (WAL: the daemon
-        may be writing meanwhile)."""
-        db = sqlite3.connect(f"file:{self.state / 'ledger.sqlite3'}?mode=ro", uri=True,
-                             timeout=30.0)
-        try:
-            return db.execute(sql).fetchall()
-        finally:
-            db.close()
-
-    def ledger_counts(self) -> dict[str, int]:
-        """Jobs per state, read from the daemon's ledger."""
-        if not (self.state / "ledger.sqlite3").exists():
-            return {}
-        try:
-            rows = self.query_ledger("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-        except sqlite3.OperationalError:
-            return {}  # the schema is being created
-        return {str(state): int(n) for state, n in rows}
-
-    def finished(self) -> int:
-        c = self.ledger_counts()
-        return c.get("DONE", 0) + c.get("FAILED", 0)
 
 
 class DaemonProc:

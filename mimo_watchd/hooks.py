@@ -9,12 +9,14 @@ also in ``MIMO_WATCHD_*`` variables (``paths`` key ``audio`` -> ``MIMO_WATCHD_AU
 ``json``, ``txt``, ``error_json``, ``source``; ``MIMO_WATCHD_OUTCOME`` holds the outcome).
 A webhook receives the payload (the sidecar or error JSON) and is retried with backoff on
 connection errors, timeouts, 429 and 5xx; each attempt may take ``timeout_seconds``.
+
+Paths are passed with their exact bytes, also when a name is not UTF-8: as arguments and
+variables as they are, in the webhook's JSON as ``\\udcXX`` escapes (``outputs.dumps``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import signal
@@ -31,8 +33,9 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from mimo_watchd import __version__
+from mimo_watchd import __version__, backoff
 from mimo_watchd.config import HookSettings
+from mimo_watchd.outputs import dumps
 
 log = structlog.get_logger("mimo_watchd.hooks")
 
@@ -219,7 +222,7 @@ class HookRunner:
     def _post(self, task: _Task) -> str | None:
         assert task.hook.webhook is not None
         url = task.hook.webhook
-        body = json.dumps(task.payload, ensure_ascii=False).encode("utf-8")
+        body = dumps(task.payload, indent=None).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             "X-Mimo-Watchd-Outcome": task.outcome,
@@ -229,7 +232,7 @@ class HookRunner:
         initial, cap = self._backoff
         error = ""
         for attempt in range(task.hook.retries + 1):
-            if attempt and self._abort.wait(min(cap, initial * 2 ** (attempt - 1))):
+            if attempt and self._abort.wait(backoff.delay(attempt, initial=initial, cap=cap)):
                 return f"abandoned at shutdown after: {error}"
             try:
                 response = self._http.post(url, content=body, headers=headers,

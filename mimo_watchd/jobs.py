@@ -1,201 +1,333 @@
 """How one claimed job runs: transcribe (or reuse), plan, write, move, record; or fail safely.
 
-The loop around it lives in ``daemon``; this module owns the decisions about one file:
-duplicate policy, what counts as retryable, when the daemon must pause, and the canonical log
+A job is a plain unit: :class:`JobRunner` gets a :class:`JobContext` holding everything it
+may use (the ledger, the settings the job started with, a transcriber, its watch, hooks,
+metrics, a clock, a progress callback) and nothing else; the loop around it lives in
+``daemon``. This module owns the decisions about one file: the duplicate policy, what a
+failed attempt leads to (pause, retry or fail: one path fails a job), and the canonical log
 line. Outputs are planned and recorded in the ledger before they are written, so a crash at
 any point is finished by running the job again.
+
+The file is opened once, at the start, without following any symlink below the watch root
+(``inputs``), and checked against what was queued (size, mtime, then its hash): the
+transcriber reads that descriptor, and placement moves that inode, never whatever a name in
+the inbox leads to by then. A file that is no longer as queued (gone, replaced, a symlink now)
+ends the job as ``vanished`` with nothing done to what is there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
-from mimo_watchd import crashpoints, placement
-from mimo_watchd.errors import (
-    CrashLoopError,
-    IncompleteAudioError,
-    JobError,
-    MimoWatchdError,
-    OperatorError,
-)
-from mimo_watchd.ledger import Job, State
-from mimo_watchd.outputs import error_document, transcript_document
-from mimo_watchd.pipeline import FileTranscriber
-
-if TYPE_CHECKING:
-    from mimo_watchd.daemon import Daemon
+from mimo_watchd import backoff, crashpoints, placement, records
+from mimo_watchd.billing import Price
+from mimo_watchd.config import ApiSettings, HookSettings, NotifySettings, Settings, WatchSettings
+from mimo_watchd.errors import CrashLoopError, JobError, MimoWatchdError, SourceChangedError
+from mimo_watchd.inputs import InputFile
+from mimo_watchd.ledger import Job, Ledger, State
+from mimo_watchd.records import Failed, Record, Skipped, Transcribed
+from mimo_watchd.transcription import Journal, TranscriptResult
 
 log = structlog.get_logger("mimo_watchd.jobs")
+
+
+class Transcriber(Protocol):
+    """Turns an opened file into a transcript, keeping every paid answer in ``journal`` first
+    (reading ``source`` through its descriptor, never by its name)."""
+
+    def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
+                   on_chunk: Callable[[], None]) -> TranscriptResult: ...
+
+
+class HookSink(Protocol):
+    """Where finished jobs' hooks are handed over (``HookRunner``); must never block."""
+
+    def submit(self, hook: HookSettings, outcome: str, payload: Mapping[str, Any],
+               paths: Mapping[str, str]) -> bool: ...
+
+
+class MessageSink(Protocol):
+    """Where finished jobs' messages are handed over (``messaging.Messenger``); never blocks."""
+
+    def submit(self, notify: NotifySettings, record: Record, watch: str) -> bool: ...
+
+
+class BillSink(Protocol):
+    """The day's bill (``billing.Bill``): counts each paid answer, and says when the daily
+    budget stops API work (``BudgetReachedError``)."""
+
+    def add(self, usage: Mapping[str, Any] | None) -> None: ...
+
+    def require(self, api: ApiSettings) -> None: ...
+
+
+class JobMetrics(Protocol):
+    def observe_job(self, outcome: str, seconds: float | None = None) -> None: ...
+
+
+def _no_progress() -> None:
+    """The default progress callback: nobody watches for hung jobs."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything one job may use, fixed when it is claimed (a reload never changes it)."""
+
+    settings: Settings
+    watch: WatchSettings  # the job's watch: where its outputs go, its hooks, its language
+    ledger: Ledger
+    transcriber: Transcriber
+    hooks: HookSink
+    metrics: JobMetrics
+    started_at: float  # time.time() the daemon started: older temp files are a crash's
+    clock: Callable[[], float] = time.monotonic
+    progress: Callable[[], None] = _no_progress  # the job moved forward (a chunk finished)
+    messages: MessageSink | None = None  # None: no watch sends messages (tests)
+    bill: BillSink | None = None  # None: no budget, nothing tallied (tests)
 
 
 @dataclass(frozen=True)
 class Outcome:
     job_id: int
     outcome: str  # done | duplicate | skipped | failed | retry | paused | vanished
-    paused_reason: str | None = None
+    error: MimoWatchdError | None = None  # what ended the attempt (pause, retry, failure)
 
 
 class _JobJournal:
-    """The pipeline's view of the ledger journal for one job."""
+    """The transcriber's view of the ledger journal for one job."""
 
-    def __init__(self, daemon: Daemon, job: Job, variant: str, own_only: bool) -> None:
-        self.ledger = daemon.ledger
+    def __init__(self, ledger: Ledger, job: Job, variant: str, own_only: bool,
+                 bill: BillSink | None = None, api: ApiSettings | None = None) -> None:
+        self.ledger = ledger
         self.job = job
         self.variant = variant
         self.own_only = own_only
+        self.bill = bill
+        self.api = api
 
     def lookup(self, key: str) -> dict[str, Any] | None:
-        return self.ledger.lookup_response(sha256=self.job.sha256, variant=self.variant,
-                                           span=key, job_id=self.job.id if self.own_only else None)
+        """The journaled answer for ``key``; when there is none a request follows, so the
+        daily budget is asked first (BudgetReachedError when it is spent)."""
+        raw = self.ledger.lookup_response(sha256=self.job.sha256, variant=self.variant,
+                                          span=key, job_id=self.job.id if self.own_only else None)
+        if raw is None and self.bill is not None and self.api is not None:
+            self.bill.require(self.api)
+        return raw
 
     def record(self, key: str, raw: dict[str, Any]) -> None:
-        self.ledger.record_response(sha256=self.job.sha256, variant=self.variant, span=key,
-                                    job_id=self.job.id, raw=raw)
+        try:
+            self.ledger.record_response(sha256=self.job.sha256, variant=self.variant, span=key,
+                                        job_id=self.job.id, raw=raw)
+        finally:
+            if self.bill is not None:  # paid, even when the ledger could not keep it
+                self.bill.add(raw.get("usage"))
         crashpoints.reached("journaled")
 
 
 class JobRunner:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    """Runs claimed jobs to their outcome with what its context gives it, and nothing else."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
 
     def run(self, job: Job) -> Outcome:
-        started = time.monotonic()
-        try:
-            return self._run(job, started)
-        except OperatorError as exc:
-            self.d.ledger.requeue(job.id, error=exc.reason, refund_attempt=True)
-            log.error("job.paused", path=job.path, reason=exc.reason, http_status=exc.status)
-            return Outcome(job.id, "paused", paused_reason=exc.reason)
-        except MimoWatchdError as exc:
-            if exc.retryable and job.attempts < self.d.settings.max_attempts:
-                return self._retry(job, exc)
-            return self._fail(job, exc, started)
-        except OSError as exc:
-            # Disk full, permissions, a share gone away: worth another try later.
-            err = JobError(f"{type(exc).__name__}: {exc}")
-            err.retryable = True
-            if job.attempts < self.d.settings.max_attempts:
-                return self._retry(job, err)
-            return self._fail(job, err, started)
-        except Exception as exc:
-            log.exception("job.internal_error", path=job.path)
-            return self._fail(job, JobError(f"internal error: {type(exc).__name__}: {exc}"),
-                              started)
+        """Runs the job; every attempt ends in an outcome, whatever is raised inside."""
+        started = self.ctx.clock()
+        with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
+            try:
+                return self._run(job, started)
+            except MimoWatchdError as exc:
+                return self._attempt_failed(job, exc, started)
+            except OSError as exc:
+                # Disk full, permissions, a share gone away: worth another try later.
+                err = JobError(f"{type(exc).__name__}: {exc}")
+                err.retryable = True
+                return self._attempt_failed(job, err, started)
+            except Exception as exc:
+                log.exception("job.internal_error")
+                return self._fail(job, JobError(f"internal error: {type(exc).__name__}: {exc}"),
+                                  started)
+
+    def fail(self, job: Job, error: MimoWatchdError) -> Outcome:
+        """Fails the job now: its file goes to failed_dir with ``NAME.error.json``."""
+        with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
+            return self._fail(job, error, self.ctx.clock())
 
     def _run(self, job: Job, started: float) -> Outcome:
-        watch = self.d.watch_for(job.watch)
+        ctx = self.ctx
         if job.plan is not None and job.result is not None:
             crashpoints.reached("claimed", job.path)
             plan = placement.Plan.from_dict(job.plan)
-            log.info("job.resume", path=job.path, plan=plan.kind)
+            log.info("job.resume", plan=plan.kind)
             # A crash mid-write may have left temp files beside the planned outputs.
-            placement.remove_stale_temps(plan, older_than=self.d.started)
-            return self._finish(job, plan, job.result, started, resumed=True)
-        limit = self.d.settings.max_interruptions
+            placement.remove_stale_temps(plan, older_than=ctx.started_at)
+            with self._reopened(job) as source:
+                return self._finish(job, plan, records.from_json(plan.kind, job.result), started,
+                                    source, resumed=True)
+        limit = ctx.settings.max_interruptions
         if job.interruptions >= limit:
-            log.error("job.crash_loop", path=job.path, interruptions=job.interruptions)
+            log.error("job.crash_loop", interruptions=job.interruptions)
             return self._fail(job, CrashLoopError(
                 f"the daemon stopped unexpectedly {job.interruptions} times while processing "
                 "this file, with no progress in between (a crash, an out-of-memory kill or a "
                 "kill -9; see the system journal); it is not tried again automatically "
                 f"(max_interruptions: {limit}); `mimo-watchd retry` queues it again"), started)
         crashpoints.reached("claimed", job.path)
-        source = Path(job.path)
-        if not source.exists():
-            self.d.ledger.finish(job.id, State.FAILED, final_path=None, outcome="vanished",
-                                 error="the file disappeared before it was processed")
-            log.warning("job.vanished", path=job.path)
-            return Outcome(job.id, "vanished")
-        policy = self.d.settings.on_duplicate
-        earlier = self.d.ledger.done_with_content(job.sha256, exclude_id=job.id) \
-            if policy != "transcribe" else None
-        if earlier is not None and policy == "skip":
-            plan = placement.choose(watch, source, "skipped")
-            skipped: dict[str, Any] = {"duplicate_of": earlier.final_path}
-            self.d.ledger.set_plan(job.id, plan.to_dict(), skipped)
-            return self._finish(job, plan, skipped, started)
-        doc: dict[str, Any]
-        if earlier is not None and earlier.result is not None:
-            doc = dict(earlier.result)
-            doc["duplicate_of"] = earlier.result.get("source", {}).get("path")
-        else:
-            doc = self._transcribe(job, watch, source)
-        plan = placement.choose(watch, source, "done")
-        doc["source"] = {**doc["source"], "path": plan.audio_dest, "original_path": job.path}
-        doc.setdefault("timing", {})["arrived_at"] = job.arrived_at
-        self.d.ledger.set_plan(job.id, plan.to_dict(), doc)
-        return self._finish(job, plan, doc, started)
+        try:
+            source = self._open(job, check_hash=True)
+        except SourceChangedError as exc:
+            return self._vanished(job, exc.reason)
+        with source:
+            policy = ctx.settings.on_duplicate
+            earlier = (ctx.ledger.done_with_content(job.sha256, exclude_id=job.id)
+                       if policy != "transcribe" else None)
+            kind = "done"
+            naming = self._naming(job)
+            record: Record
+            if earlier is not None and policy == "skip":
+                kind = "skipped"
+                record = Skipped(duplicate_of=earlier.final_path)
+            elif earlier is not None and earlier.result is not None:
+                record = Transcribed.from_json(earlier.result).reused(
+                    path="", original_path=job.path, arrived_at=job.arrived_at,
+                    price=Price.of(ctx.settings.api))
+            else:
+                # Where it goes is rendered first: a template that cannot name this file fails
+                # it before anything is paid.
+                placement.layout(ctx.watch, source.path, kind, naming)
+                result = self._transcribe(job, source)
+                record = Transcribed.from_result(result, path="", original_path=job.path,
+                                                 arrived_at=job.arrived_at,
+                                                 price=Price.of(ctx.settings.api))
+            # Names are chosen once the transcript exists: free now, and written right away.
+            plan = placement.choose(ctx.watch, source.path, kind, identity=source.identity,
+                                    sha256=job.sha256, naming=naming)
+            record = records.moved_to(record, plan.audio_dest)
+            ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
+            return self._finish(job, plan, record, started, source)
 
-    def _transcribe(self, job: Job, watch: Any, source: Path) -> dict[str, Any]:
-        settings = self.d.settings
-        language = watch.language or settings.api.language
-        journal = _JobJournal(self.d, job, f"{settings.api.model}|{language}",
-                              own_only=settings.on_duplicate == "transcribe")
-        runner = FileTranscriber(self.d.client, settings.audio, language=language,
-                                 journal=journal,
-                                 on_chunk=lambda _c: self.d.note_progress(job.id))
-        result = runner.run(source, sha256=job.sha256)
-        return transcript_document(result, source_path=source, original_path=source,
-                                   arrived_at=job.arrived_at)
+    def _naming(self, job: Job) -> placement.Naming:
+        """What the watch's path templates get for this file."""
+        settings = self.ctx.settings
+        return placement.Naming(language=self.ctx.watch.language or settings.api.language,
+                                arrived_at=job.arrived_at, timezone=settings.timezone)
 
-    def _finish(self, job: Job, plan: placement.Plan, doc: dict[str, Any], started: float,
-                *, resumed: bool = False) -> Outcome:
-        where = placement.carry_out(plan, doc)
-        state = State.FAILED if plan.kind == "failed" else State.DONE
-        outcome = {"done": "duplicate" if "duplicate_of" in doc else "done",
-                   "skipped": "skipped", "failed": "failed"}[plan.kind]
-        self.d.ledger.finish(job.id, state, final_path=str(where) if where else None,
-                             outcome=outcome, error=doc.get("reason") if plan.kind == "failed"
-                             else None, error_doc=doc if plan.kind == "failed" else None)
-        usage = doc.get("usage") or {}
-        log.info("job.done" if state is State.DONE else "job.failed", path=job.path,
-                 outcome=outcome, dest=str(where) if where else None,
-                 audio_seconds=(doc.get("source") or {}).get("duration_seconds"),
-                 billed_seconds=usage.get("seconds"), tokens=usage.get("total_tokens"),
-                 chunks=len(doc.get("chunks") or []), attempts=job.attempts,
-                 api_calls=sum(c.get("attempts", 0) for c in doc.get("chunks") or []),
-                 latency_seconds=round(time.monotonic() - started, 3), resumed=resumed,
-                 reason=doc.get("reason") if plan.kind == "failed" else None)
-        self.d.metrics.observe_job(outcome, time.monotonic() - started)
-        self._hook(job, plan, doc, outcome, where)
-        return Outcome(job.id, outcome)
+    def _open(self, job: Job, *, check_hash: bool) -> InputFile:
+        """The job's file, opened safely and checked to be what was queued (its size and
+        mtime; with ``check_hash`` its content too); SourceChangedError if it is not."""
+        source = InputFile.open(self.ctx.watch.path, Path(job.path))
+        try:
+            same = (source.identity.size, source.identity.mtime_ns) == (job.size, job.mtime_ns)
+            if same and check_hash:
+                same = source.sha256() == job.sha256 and source.unchanged()
+            if not same:
+                raise SourceChangedError("it changed after it was queued; the new content is "
+                                         "queued as its own job")
+        except BaseException:
+            source.close()
+            raise
+        return source
 
-    def _hook(self, job: Job, plan: placement.Plan, doc: dict[str, Any], outcome: str,
-              where: Path | None) -> None:
-        """Runs the watch's on_success/on_failure hook in the background (never blocks)."""
-        watch = self.d.watch_for(job.watch)
-        hook = watch.on_failure if plan.kind == "failed" else watch.on_success
-        if hook is None:
+    @contextlib.contextmanager
+    def _reopened(self, job: Job) -> Iterator[InputFile | None]:
+        """The job's file opened again for a resumed plan, or None when it cannot be (moved
+        before the crash, gone, or a symlink now); placement checks it is the same file."""
+        try:
+            source = InputFile.open(self.ctx.watch.path, Path(job.path))
+        except SourceChangedError:
+            yield None
             return
-        paths = {"source": job.path, "audio": str(where or plan.audio_dest),
-                 **plan.sidecar_paths}
-        self.d.hooks.submit(hook, outcome, doc, paths)
+        with source:
+            yield source
 
-    def _retry(self, job: Job, exc: MimoWatchdError) -> Outcome:
-        delay = self.d.settings.retry_delay_seconds * 2 ** max(0, job.attempts - 1)
-        self.d.ledger.requeue(job.id, delay=delay, error=exc.reason)
-        log.warning("job.retry", path=job.path, attempt=job.attempts, reason=exc.reason,
-                    retry_in_seconds=round(delay, 1),
-                    max_attempts=self.d.settings.max_attempts)
-        return Outcome(job.id, "retry")
+    def _vanished(self, job: Job, reason: str, **fields: Any) -> Outcome:
+        """Ends a job whose file is no longer there as it was: nothing is touched."""
+        self.ctx.ledger.finish(job.id, State.FAILED, final_path=None, outcome="vanished",
+                               error=reason)
+        log.warning("job.vanished", reason=reason, **fields)
+        return Outcome(job.id, "vanished")
+
+    def _transcribe(self, job: Job, source: InputFile) -> TranscriptResult:
+        settings = self.ctx.settings
+        language = self.ctx.watch.language or settings.api.language
+        journal = _JobJournal(self.ctx.ledger, job, f"{settings.api.model}|{language}",
+                              own_only=settings.on_duplicate == "transcribe",
+                              bill=self.ctx.bill, api=settings.api)
+        return self.ctx.transcriber.transcribe(source, sha256=job.sha256, language=language,
+                                               journal=journal, on_chunk=self.ctx.progress)
+
+    def _finish(self, job: Job, plan: placement.Plan, record: Record, started: float,
+                source: InputFile | None, *, resumed: bool = False) -> Outcome:
+        ctx = self.ctx
+
+        def record_plan(step: placement.Plan, document: dict[str, Any]) -> None:
+            ctx.ledger.set_plan(job.id, step.to_dict(), document)
+
+        placed = placement.carry_out(plan, record, source, resuming=job.plan is not None,
+                                     record_plan=record_plan)
+        if placed.audio is None:
+            return self._vanished(job, (
+                "it was rewritten while it was processed: the audio as processed exists "
+                "nowhere any more, so no outputs were written (the result is kept in the "
+                "ledger); the new content is its own job") if source is not None else (
+                "it disappeared before it was moved; no outputs were written"))
+        dest = str(placed.audio)
+        failed = isinstance(record, Failed)
+        ctx.ledger.finish(job.id, State.FAILED if failed else State.DONE, final_path=dest,
+                          outcome=record.outcome,
+                          error=record.reason if isinstance(record, Failed) else None,
+                          error_doc=placed.document if failed else None)
+        latency = ctx.clock() - started
+        line = {"outcome": record.outcome, "dest": dest, "reason": None, **record.log_fields(),
+                "attempts": job.attempts, "latency_seconds": round(latency, 3),
+                "resumed": resumed}
+        if failed:
+            log.error("job.failed", **line)
+        else:
+            log.info("job.done", **line)
+        ctx.metrics.observe_job(record.outcome, latency)
+        hook = ctx.watch.on_failure if failed else ctx.watch.on_success
+        if hook is not None:
+            paths = {"source": job.path, "audio": dest,
+                     **{k: str(v) for k, v in placed.files.items()}}
+            ctx.hooks.submit(hook, record.outcome, placed.document, paths)
+        if ctx.watch.notify is not None and ctx.messages is not None:
+            ctx.messages.submit(ctx.watch.notify, records.moved_to(record, dest),
+                                ctx.watch.path.name)
+        return Outcome(job.id, record.outcome)
+
+    def _attempt_failed(self, job: Job, exc: MimoWatchdError, started: float) -> Outcome:
+        """An attempt ended with ``exc``: pause (the attempt does not count), retry, or fail."""
+        settings = self.ctx.settings
+        if exc.pauses:
+            self.ctx.ledger.requeue(job.id, error=exc.reason, refund_attempt=True)
+            log.error("job.paused", reason=exc.reason, http_status=getattr(exc, "status", None))
+            return Outcome(job.id, "paused", exc)
+        if exc.retryable and job.attempts < settings.max_attempts:
+            delay = backoff.delay(job.attempts, initial=settings.retry_delay_seconds)
+            self.ctx.ledger.requeue(job.id, delay=delay, error=exc.reason)
+            log.warning("job.retry", attempt=job.attempts, reason=exc.reason,
+                        retry_in_seconds=round(delay, 1), max_attempts=settings.max_attempts)
+            return Outcome(job.id, "retry", exc)
+        return self._fail(job, exc, started)
 
     def _fail(self, job: Job, exc: MimoWatchdError, started: float) -> Outcome:
-        source = Path(job.path)
-        watch = self.d.watch_for(job.watch)
-        doc = error_document(exc, source_path=source, original_path=source,
-                             attempts=job.attempts, sha256=job.sha256)
-        plan = placement.choose(watch, source, "failed")
-        doc["source"]["path"] = plan.audio_dest
-        self.d.ledger.set_plan(job.id, plan.to_dict(), doc)
-        return self._finish(job, plan, doc, started)
-
-    def fail_incomplete(self, job: Job, reason: str) -> Outcome:
-        """A file that never became whole audio within the timeout goes to failed_dir."""
-        return self._fail(job, IncompleteAudioError(f"incomplete audio: {reason}"),
-                          time.monotonic())
-
+        """The one way a job fails: plan the failed folder, record, write the error, move."""
+        try:
+            source = self._open(job, check_hash=False)
+        except SourceChangedError as gone:
+            return self._vanished(job, gone.reason, failure=exc.reason)
+        with source:
+            plan = placement.choose(self.ctx.watch, source.path, "failed",
+                                    identity=source.identity, sha256=job.sha256)
+            record = Failed.from_error(exc, path=plan.audio_dest, original_path=job.path,
+                                       attempts=job.attempts, sha256=job.sha256)
+            self.ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
+            return self._finish(job, plan, record, started, source)

@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 
 from mimo_watchd import __version__
-from mimo_watchd.errors import ConfigError
+from mimo_watchd.config import parse_listen
 from mimo_watchd.notify import Health, evaluate_health
 
 log = structlog.get_logger("mimo_watchd.metrics")
@@ -34,6 +34,8 @@ NAMESPACE = "mimo_watchd"
 OUTCOMES = ("done", "failed", "duplicate", "skipped")
 TOKEN_KINDS = ("prompt", "completion", "audio")
 HOOK_KINDS = ("command", "webhook")
+MESSAGE_RESULTS = ("sent", "failed")
+PRUNED_KINDS = ("audio", "sidecar")
 # A voicemail takes seconds, a long recording split into chunks many minutes.
 PROCESSING_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
@@ -56,16 +58,26 @@ class Metrics:
             ["status"], namespace=ns, registry=r)
         self.api_retries = Counter("api_retries", "API requests that were retries",
                                    namespace=ns, registry=r)
-        self.billed_audio_seconds = Counter(
-            "billed_audio_seconds", "Audio seconds billed (usage.seconds of paid responses)",
+        self.billed_seconds = Counter(
+            "billed_seconds", "Audio seconds billed (usage.seconds of paid responses)",
             namespace=ns, registry=r)
+        self.cost = Counter("cost", "What paid responses cost at api.price_per_hour, by currency",
+                            ["currency"], namespace=ns, registry=r)
+        self.billed_unknown = Counter(
+            "billed_unknown_responses", "Paid responses that did not say what they billed "
+            "(their cost is missing from cost_total)", namespace=ns, registry=r)
+        self.messages = Counter("messages", "Notification deliveries (one per URL and file), "
+                                "by result", ["result"], namespace=ns, registry=r)
+        self.pruned = Counter("pruned_files", "Files deleted by retention, by kind (audio, "
+                              "sidecar)", ["kind"], namespace=ns, registry=r)
         self.tokens = Counter("tokens", "Tokens reported by paid responses, by kind",
                               ["kind"], namespace=ns, registry=r)
         self.queue_depth = Gauge("queue_depth", "Jobs queued (including retries not yet due)",
                                  namespace=ns, registry=r)
         self.in_progress = Gauge("in_progress", "Jobs being processed now",
                                  namespace=ns, registry=r)
-        self.paused = Gauge("paused", "1 while API work is paused for an operator problem",
+        self.paused = Gauge("paused", "1 while work is paused (key, balance, the API unreachable, "
+                            "the state folder full)",
                             namespace=ns, registry=r)
         self.processing_seconds = Histogram(
             "processing_seconds", "Time from claiming a file to its outcome",
@@ -75,6 +87,9 @@ class Metrics:
                                   namespace=ns, registry=r)
         self.hook_failures = Counter("hook_failures", "Hooks that failed or timed out, by kind",
                                      ["hook"], namespace=ns, registry=r)
+        self.ignored = Counter("files_ignored", "Files seen in a watch that its name rules do "
+                               "not take (each path once), by reason",
+                               ["reason"], namespace=ns, registry=r)
         # Series that exist from the start read as 0 rather than absent, so rate() and alerts
         # on them work before the first event.
         for outcome in OUTCOMES:
@@ -83,6 +98,10 @@ class Metrics:
             self.tokens.labels(kind)
         for hook in HOOK_KINDS:
             self.hook_failures.labels(hook)
+        for result in MESSAGE_RESULTS:
+            self.messages.labels(result)
+        for kind in PRUNED_KINDS:
+            self.pruned.labels(kind)
 
     def observe_job(self, outcome: str, seconds: float | None = None) -> None:
         """A file reached an outcome (done, failed, duplicate, skipped) after ``seconds``."""
@@ -104,10 +123,29 @@ class Metrics:
         if retry:
             self.api_retries.inc()
         if usage:
-            _inc(self.billed_audio_seconds, usage.get("seconds"))
+            _inc(self.billed_seconds, usage.get("seconds"))
             _inc(self.tokens.labels("prompt"), usage.get("prompt_tokens"))
             _inc(self.tokens.labels("completion"), usage.get("completion_tokens"))
             _inc(self.tokens.labels("audio"), _audio_tokens(usage))
+
+    def observe_cost(self, usage: Mapping[str, Any] | None, price_per_hour: float,
+                     currency: str) -> None:
+        """A paid response's cost (``usage.seconds`` at ``price_per_hour``); one that does not
+        say what it billed is counted as such, never guessed."""
+        seconds = usage.get("seconds") if isinstance(usage, Mapping) else None
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+            _inc(self.cost.labels(currency), seconds * price_per_hour / 3600)
+        else:
+            self.billed_unknown.inc()
+
+    def observe_message(self, sent: bool) -> None:
+        """A notification to one URL was delivered, or failed for good; fits
+        ``Messenger(on_sent=)``."""
+        self.messages.labels("sent" if sent else "failed").inc()
+
+    def observe_pruned(self, kind: str) -> None:
+        """Retention deleted a file ("audio" or "sidecar")."""
+        self.pruned.labels(kind).inc()
 
     def set_queue(self, queued: int, in_progress: int) -> None:
         """The current number of queued and in-progress jobs."""
@@ -117,6 +155,10 @@ class Metrics:
     def set_paused(self, paused: bool) -> None:
         """Whether API work is paused (bad key, no balance, ...)."""
         self.paused.set(1 if paused else 0)
+
+    def observe_ignored(self, reason: str) -> None:
+        """A file appeared that the watch's name rules do not take (see ``ignore_reason``)."""
+        self.ignored.labels(reason).inc()
 
     def observe_hook_failure(self, hook: str) -> None:
         """A hook ("command" or "webhook") failed or timed out; fits ``HookRunner(on_failure=)``."""
@@ -171,27 +213,6 @@ class MetricsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``"host:port"``, ``"[v6]:port"``, ``":port"`` or ``"port"`` -> (host, port).
-
-    The host defaults to 127.0.0.1 (metrics are not for the world unless asked); port 0 picks
-    a free one. Raises ConfigError naming ``metrics.listen``.
-    """
-    text = listen.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535 or (":" in host and not text.startswith("[")):
-        raise ConfigError([f"metrics.listen: expected host:port (e.g. 127.0.0.1:9464), "
-                           f"got {listen!r}"])
-    return host or "127.0.0.1", port
 
 
 def serve(listen: str, metrics: Metrics, health: Health) -> MetricsServer:

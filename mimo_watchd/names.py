@@ -1,7 +1,8 @@
 """Which file names a watch takes: include/exclude globs and the temp names of known senders.
 
-Pure functions of names, never of the file system, so that watchdog's dispatcher thread can call
-them for every event and the scanner for every directory entry at no cost.
+Pure functions of names and plain values (no settings, no file system), so that watchdog's
+dispatcher thread can call them for every event and the scanner for every directory entry at
+no cost, and the configuration checks can use the very same rules.
 
 Never taken, whatever ``include`` says:
 
@@ -24,9 +25,6 @@ import fnmatch
 import functools
 import re
 from dataclasses import dataclass
-from pathlib import PurePath
-
-from mimo_watchd.config import WatchSettings
 
 _TEMP_SUFFIXES = (".part", ".filepart", ".crdownload", ".tmp", ".lftp")
 _ANY_BELOW = ("\0", "\0\0/\0\0")
@@ -110,22 +108,6 @@ class NameFilter:
 
 
 @functools.lru_cache(maxsize=64)
-def name_filter(watch: WatchSettings) -> NameFilter:
-    """The compiled filter of a watch (cached: settings are frozen and hashable)."""
-    return NameFilter(watch.recursive, Globs.compile(watch.include), Globs.compile(watch.exclude))
-
-
-def relative(root: PurePath, path: PurePath) -> str | None:
-    """``path`` relative to ``root`` as a '/'-joined string, or None when it is not below it."""
-    try:
-        rel = path.relative_to(root)
-    except ValueError:
-        return None
-    text = rel.as_posix()
-    return None if text in ("", ".") else text
-
-
-def accepts(watch: WatchSettings, path: PurePath) -> bool:
-    """Whether ``path`` (below ``watch.path``) passes the name rules of the watch; no I/O."""
-    rel = relative(watch.path, path)
-    return rel is not None and name_filter(watch).takes_file(rel)
+def name_filter(recursive: bool, include: tuple[str, ...], exclude: tuple[str, ...]) -> NameFilter:
+    """The compiled rules of a watch (cached: a watch's globs never change)."""
+    return NameFilter(recursive, Globs.compile(include), Globs.compile(exclude))

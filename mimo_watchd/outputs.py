@@ -1,91 +1,78 @@
 """Sidecar files: ``NAME.txt`` (the transcript) and ``NAME.json`` (everything about it), and
-``NAME.error.json`` for failures. Every write is atomic; nothing is overwritten unless asked."""
+``NAME.error.json`` for failures: which files a job writes and their bytes.
+
+What the files say is rendered by :mod:`mimo_watchd.records`; this module turns a document
+into the set of files (``sidecar_files``), in the order they are written (the JSON last: its
+presence means the set is complete). Whatever the set holds, ``placement`` writes it with
+no-overwrite primitives under one stem, and ``transcribe`` the same way.
+
+Paths are ``str`` holding the file system's bytes (``surrogateescape``); a name that is not
+UTF-8 (``b'\\xff.wav'``) is kept exactly in the JSON as the escapes ``\\udcff``, which
+``json.loads`` (and ``os.fsencode``) turn back into the same bytes (``dumps``).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import re
 from pathlib import Path
 from typing import Any
 
-from mimo_watchd import __version__
-from mimo_watchd.errors import ApiError, MimoWatchdError
 from mimo_watchd.fsutil import atomic_write
 
-SCHEMA = "mimo-watchd/transcript@1"
-ERROR_SCHEMA = "mimo-watchd/error@1"
-SIDECAR_SUFFIXES = (".txt", ".json")
 ERROR_SUFFIX = ".error.json"
+_SUFFIXES = {"done": (".txt", ".json"), "failed": (ERROR_SUFFIX,), "skipped": ()}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-@dataclass(frozen=True)
-class Sidecars:
-    txt: Path
-    json: Path
+def suffixes(kind: str) -> tuple[str, ...]:
+    """The suffixes of the files a plan of ``kind`` (done, failed, skipped) writes."""
+    return _SUFFIXES[kind]
 
 
-def transcript_document(result: Any, *, source_path: Path, original_path: Path,
-                        arrived_at: str | None = None) -> dict[str, Any]:
-    """The versioned JSON sidecar for a ``pipeline.TranscriptResult``."""
-    info = result.info
-    return {
-        "schema": SCHEMA,
-        "source": {
-            "path": str(source_path),
-            "original_path": str(original_path),
-            "sha256": result.sha256,
-            "bytes": info.size,
-            "format": info.format,
-            "codec": info.codec,
-            "duration_seconds": round(info.duration_seconds, 3),
-        },
-        "transcript": result.text,
-        "no_speech": result.text == "",
-        "language": result.language,
-        "model": result.model,
-        "usage": result.usage,
-        "chunks": [c.to_json() for c in result.chunks],
-        "timing": {
-            "arrived_at": arrived_at,
-            "started_at": result.started_at,
-            "finished_at": result.finished_at,
-            "api_seconds": round(result.api_seconds, 3),
-        },
-        "tool": {"name": "mimo-watchd", "version": __version__},
-    }
+def sidecar_files(kind: str, document: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """The files (suffix, bytes) a plan of ``kind`` writes for ``document``, in write order."""
+    if kind == "done":
+        text = document["transcript"]
+        return [(".txt", encode_text(text + "\n" if text else "")),
+                (".json", dumps(document).encode("utf-8"))]
+    if kind == "failed":
+        return [(ERROR_SUFFIX, dumps(document).encode("utf-8"))]
+    return []
+
+
+def key(suffix: str) -> str:
+    """A sidecar's name in hook paths and variables: ".txt" -> "txt", ".error.json" ->
+    "error_json"."""
+    return suffix.lstrip(".").replace(".", "_")
 
 
 def write_sidecars(document: dict[str, Any], folder: Path, stem: str, *,
-                   overwrite: bool = False) -> Sidecars:
-    """Writes ``stem.txt`` then ``stem.json`` (the JSON last: its presence means complete)."""
-    text = document["transcript"]
-    txt = atomic_write(folder / f"{stem}.txt", text + "\n" if text else "", overwrite=overwrite)
-    js = atomic_write(folder / f"{stem}.json", dumps(document), overwrite=overwrite)
-    return Sidecars(txt=txt, json=js)
+                   overwrite: bool = False) -> dict[str, Path]:
+    """Writes the done set of ``document`` as ``folder/stem.*``; with ``overwrite`` False a
+    file that exists raises FileExistsError naming it, and the files written before it in
+    this call are removed again (never half a set)."""
+    written: dict[str, Path] = {}
+    try:
+        for suffix, data in sidecar_files("done", document):
+            written[key(suffix)] = atomic_write(folder / f"{stem}{suffix}", data,
+                                                overwrite=overwrite)
+    except FileExistsError:
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
+    return written
 
 
-def error_document(exc: BaseException, *, source_path: Path, original_path: Path,
-                   attempts: int, sha256: str | None = None) -> dict[str, Any]:
-    """What ``NAME.error.json`` says: what failed, the HTTP status, the API's body, when."""
-    doc: dict[str, Any] = {
-        "schema": ERROR_SCHEMA,
-        "source": {"path": str(source_path), "original_path": str(original_path),
-                   "sha256": sha256},
-        "reason": exc.reason if isinstance(exc, MimoWatchdError) else f"{type(exc).__name__}: "
-                                                                      f"{exc}",
-        "error": type(exc).__name__,
-        "http_status": None,
-        "api_error": None,
-        "request_id": None,
-        "attempts": attempts,
-        "failed_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "tool": {"name": "mimo-watchd", "version": __version__},
-    }
-    if isinstance(exc, ApiError):
-        doc.update(http_status=exc.status, api_error=exc.body, request_id=exc.request_id)
-    return doc
+def dumps(document: Any, *, indent: int | None = 2) -> str:
+    """The JSON text (and a newline) of a sidecar, an error file or a status: UTF-8 text,
+    except that characters standing for bytes that are not UTF-8 (``surrogateescape``) are
+    written as ``\\uXXXX`` escapes, so the text always encodes and the bytes come back on
+    reading. ``indent=None``: one line."""
+    text = json.dumps(document, ensure_ascii=False, indent=indent) + "\n"
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def dumps(document: dict[str, Any]) -> str:
-    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+def encode_text(text: str) -> bytes:
+    """``text`` as UTF-8; bytes that were not UTF-8 in a name go back as those bytes."""
+    return text.encode("utf-8", "surrogateescape")

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mimo_watchd.config import WatchSettings
-from mimo_watchd.names import name_filter, relative
+from mimo_watchd.inputs import DIR_FLAGS, open_dir
+from mimo_watchd.names import NameFilter, name_filter
+from mimo_watchd.paths import relative_to
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # vanished, or swapped for a symlink
 
 
@@ -32,12 +33,11 @@ def scan(
 
     ``on_error`` hears of folders that exist but cannot be read (vanished ones are skipped).
     """
-    filt = name_filter(watch)
-    rel = "" if below is None else relative(watch.path, below)
-    if rel is None or (rel and not all(filt.takes_dir(p) for p in prefixes(rel))):
+    rel = "" if below is None else relative_to(watch.path, below)
+    if rel is None or (rel and not takes_folder(watch, rel)):
         return
     try:
-        top = _open_below(watch.path, rel)
+        top = open_dir(watch.path, rel)
     except OSError as exc:
         _report(on_error, exc)
         return
@@ -54,7 +54,7 @@ def scan(
             elif pending:
                 name = pending.pop()
                 try:
-                    sub = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                    sub = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
                 except OSError as exc:
                     _report(on_error, exc)
                     continue
@@ -67,6 +67,23 @@ def scan(
             os.close(fd)
 
 
+def rules(watch: WatchSettings) -> NameFilter:
+    """The compiled name rules of a watch."""
+    return name_filter(watch.recursive, watch.include, watch.exclude)
+
+
+def accepts(watch: WatchSettings, path: Path) -> bool:
+    """Whether ``path`` (below ``watch.path``) passes the name rules of the watch; no I/O."""
+    rel = relative_to(watch.path, path)
+    return rel is not None and rules(watch).takes_file(rel)
+
+
+def takes_folder(watch: WatchSettings, rel: str) -> bool:
+    """Whether the watch looks into its folder ``rel`` and every folder above it."""
+    filt = rules(watch)
+    return all(filt.takes_dir(p) for p in prefixes(rel))
+
+
 def prefixes(rel: str) -> Iterator[str]:
     """The relative paths of a path's folders and itself: "a/b/c" -> "a", "a/b", "a/b/c"."""
     parts = rel.split("/")
@@ -74,23 +91,11 @@ def prefixes(rel: str) -> Iterator[str]:
         yield "/".join(parts[: i + 1])
 
 
-def _open_below(root: Path, rel: str) -> int:
-    """Opens the folder ``rel`` below ``root`` without following any symlink below the root."""
-    fd = os.open(root, _DIR_FLAGS)  # the root itself may be a symlink (/srv/drop -> /data/drop)
-    for part in rel.split("/") if rel else ():
-        try:
-            sub = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = sub
-    return fd
-
-
 def _listing(
     fd: int, rel: str, watch: WatchSettings, on_error: Callable[[OSError], None] | None
 ) -> tuple[list[Path], list[str]]:
     """The candidate files and the sub-folders to enter of the open folder ``fd``."""
-    filt = name_filter(watch)
+    filt = rules(watch)
     files: list[Path] = []
     subdirs: list[str] = []
     try:

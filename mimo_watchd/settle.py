@@ -35,9 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mimo_watchd import writers
+from mimo_watchd import backoff, writers
 from mimo_watchd.config import WatchSettings
 from mimo_watchd.errors import IncompleteAudioError
+from mimo_watchd.paths import relative_to
 from mimo_watchd.watcher import Arrival
 
 _WHOLE_EVENTS = frozenset({"closed", "moved"})
@@ -72,8 +73,8 @@ class _Entry:
     due: float = 0.0
     real: str = ""
     st: os.stat_result | None = None
-    writer_wait: float = 0.0
-    probe_wait: float = 0.0
+    writer_checks: int = 0  # times found busy since the last change: the backoff's attempt
+    probe_checks: int = 0  # times probed incomplete since the last change
     incomplete_since: float | None = None
 
     def update(self, st: os.stat_result, now: float) -> None:
@@ -83,7 +84,7 @@ class _Entry:
         if sig != self.sig:
             self.sig = sig
             self.changed_at = now
-            self.writer_wait = self.probe_wait = 0.0
+            self.writer_checks = self.probe_checks = 0
             self.incomplete_since = None
 
 
@@ -98,9 +99,9 @@ def _real_dir(path: Path, cache: dict[Path, str]) -> str:
     return real
 
 
-def _backoff(current: float, bounds: tuple[float, float]) -> float:
+def _backoff(attempt: int, bounds: tuple[float, float]) -> float:
     first, longest = bounds
-    return min(max(current * 2, first), longest)
+    return backoff.delay(attempt, initial=first, cap=longest)
 
 
 class Settler:
@@ -158,8 +159,8 @@ class Settler:
             ready: list[Ready] = []
             for e in candidates:
                 if e.real in busy:
-                    e.writer_wait = _backoff(e.writer_wait, _WRITER_RECHECK)
-                    e.due = now + e.writer_wait
+                    e.writer_checks += 1
+                    e.due = now + _backoff(e.writer_checks, _WRITER_RECHECK)
                     continue
                 done = self._probed(e, now)
                 if done is not None:
@@ -229,7 +230,7 @@ class Settler:
         # The file itself is no symlink (lstat said so): resolving its folder is enough.
         root = _real_dir(e.watch.path, real_dirs)
         e.real = os.path.join(_real_dir(e.path.parent, real_dirs), e.path.name)
-        if not e.real.startswith(root.rstrip("/") + "/"):
+        if not relative_to(root, e.real):
             self._entries.pop(e.path, None)  # reached through a symlink out of the tree
             return False
         return True
@@ -244,8 +245,8 @@ class Settler:
                 e.incomplete_since = now
             deadline = e.incomplete_since + self._incomplete_timeout
             if now < deadline:
-                e.probe_wait = _backoff(e.probe_wait, _PROBE_RECHECK)
-                e.due = min(now + e.probe_wait, deadline)
+                e.probe_checks += 1
+                e.due = min(now + _backoff(e.probe_checks, _PROBE_RECHECK), deadline)
                 return None
             reason = str(exc) or type(exc).__name__
         except Exception:

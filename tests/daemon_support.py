@@ -8,69 +8,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.harness import Deployment
+from tests.support import Deployment, wait_for
 
 API_KEY = "sk-daemon-test-key-0123456789"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    """Polls ``predicate`` until it returns something truthy; fails the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-class Layout(Deployment):
-    """The folders of one test deployment (the benchmarks' layout), with test-speed config."""
-
-    def write_config(  # type: ignore[override]  # test knobs, not the benchmarks'
-        self, base_url: str, *, watch: dict[str, Any] | None = None,
-        extra_watches: list[dict[str, Any]] | None = None, **top: Any,
-    ) -> Path:
-        api = {"base_url": base_url, "requests_per_minute": 100_000,
-               "tokens_per_minute": 100_000_000, "max_concurrency": 3, "max_retries": 2,
-               "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2,
-               "timeout_base_seconds": 10.0}
-        api.update(top.pop("api", {}))
-        w = {"path": str(self.inbox), "processed_dir": str(self.processed),
-             "failed_dir": str(self.failed), "settle_seconds": 0.5}
-        w.update(watch or {})
-        doc = {"api": api, "state_dir": str(self.state), "retry_delay_seconds": 0.2,
-               "pause_probe_seconds": 0.5, "incomplete_timeout_seconds": 3.0,
-               "shutdown_timeout_seconds": 10.0, "log": {"format": "json", "level": "debug"},
-               "watches": [w, *(extra_watches or [])]}
-        doc.update(top)
-        self.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
-        return self.config
-
-    def processed_audio(self) -> list[Path]:
-        return sorted(p for p in self.processed.rglob("*")
-                      if p.is_file() and p.suffix not in (".json", ".txt"))
-
-    def sidecar_docs(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.processed.rglob("*.json"))]
-
-    def failed_errors(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.failed.rglob("*.error.json"))]
-
-
 class DaemonProcess:
     """``mimo-watchd run`` as a real child process, its log captured to a file."""
 
-    def __init__(self, layout: Layout, *, once: bool = False, env: dict[str, str] | None = None,
+    def __init__(self, layout: Deployment, *, once: bool = False, env: dict[str, str] | None = None,
                  args: list[str] | None = None) -> None:
         self.layout = layout
         self.log_path = layout.root / f"daemon-{time.monotonic_ns()}.log"
@@ -98,9 +49,46 @@ class DaemonProcess:
         return [e for e in self.events() if e.get("event") == event]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        wait_for(lambda: self.saw("daemon.start") or self.proc.poll() is not None, timeout,
-                 what="daemon start")
+        """Waits until the daemon watches its folders (and has scanned them once)."""
+        wait_for(lambda: self.saw("daemon.ready") or self.proc.poll() is not None, timeout,
+                 what="daemon ready")
         assert self.proc.poll() is None, self.log_path.read_text()
+
+    def status(self) -> dict[str, Any] | None:
+        """The status the daemon last wrote (``status.json``), if any yet."""
+        try:
+            doc: dict[str, Any] = json.loads((self.layout.state / "status.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return doc
+
+    def wait_idle(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Waits until a status the daemon wrote after this call reports its intake quiet (no
+        watch busy, nothing settling or being admitted; a polling watch two rounds further)
+        and nothing queued or in progress; returns that status.
+
+        Where a test once slept so that anything late "would show now", this is the moment from
+        which nothing more happens unless something new arrives.
+        """
+        since = datetime.now(UTC)
+        first = self.status() or {}
+        polls = {w["path"]: w["polls"] for w in first.get("watches", [])}
+
+        def idle() -> dict[str, Any] | None:
+            assert self.proc.poll() is None, self.text()[-3000:]
+            doc = self.status()
+            if doc is None or datetime.fromisoformat(doc["updated_at"]) <= since:
+                return None
+            if (doc["intake_busy"] or doc["settling"] or doc["queued"] or doc["in_progress"]
+                    or any(w["mode"] != "inotify" and w["polls"] < polls.get(w["path"], 0) + 2
+                           for w in doc["watches"])):
+                return None
+            return doc
+
+        result: dict[str, Any] = wait_for(
+            idle, timeout, "the daemon to report its intake quiet and nothing queued or in "
+            "progress")
+        return result
 
     def wait(self, timeout: float = 60.0) -> int:
         try:
@@ -130,7 +118,7 @@ class DaemonProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def run_cli(layout: Layout, *args: str, env: dict[str, str] | None = None,
+def run_cli(layout: Deployment, *args: str, env: dict[str, str] | None = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "MIMO_API_KEY": API_KEY, "PYTHONPATH": str(REPO)}
     full_env.update(env or {})

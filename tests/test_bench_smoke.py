@@ -10,6 +10,7 @@ from bench.__main__ import main
 from bench.report import Table, write_section
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("scenario", ["overhead", "latency"])
 def test_scenario_smoke_prints_its_table(scenario: str, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:

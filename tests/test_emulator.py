@@ -23,6 +23,7 @@ import pytest
 from mimo_watchd.emulator import FAULT_KINDS, Emulator, FaultRule, faults, tones
 from mimo_watchd.emulator.faults import ERROR_BODIES, TEXT_PART_PARAM
 from mimo_watchd.emulator.limits import AccountLimits
+from tests.support import wait_for
 
 KEY = {"api-key": "sk-test"}
 WORDS = ["alpha", "bravo", "charlie"]
@@ -84,14 +85,6 @@ def post(
 def sse_data(text: str) -> list[str]:
     """The ``data:`` payloads of an SSE body, in order (comment lines skipped)."""
     return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds (fails the test after ``timeout`` seconds)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def tokens(total: int, prompt: int | None = None) -> dict[str, int]:
@@ -595,7 +588,7 @@ def test_concurrency_cap(make_emulator: MakeEmulator, wav: bytes) -> None:
 
     worker = threading.Thread(target=slow_request)
     worker.start()
-    wait_for(lambda: bool(emu.calls) and emu.calls[0].fault == "slow")
+    wait_for(lambda: bool(emu.calls) and emu.calls[0].fault == "slow", 5, "the slow request")
     with httpx.Client(timeout=10) as c:
         assert post(c, emu, body_for(wav)).status_code == 429
     worker.join()
@@ -679,7 +672,8 @@ def test_hang_ends_when_the_client_gives_up(emulator: Emulator, wav: bytes) -> N
     with httpx.Client(timeout=0.3) as c, pytest.raises(httpx.ReadTimeout):
         post(c, emulator, body_for(wav))
     assert emulator.calls[-1].status is None and emulator.calls[-1].fault == "hang"
-    wait_for(lambda: not any(t.name == "mimo-emulator-conn" for t in threading.enumerate()))
+    wait_for(lambda: not any(t.name == "mimo-emulator-conn" for t in threading.enumerate()), 5,
+             "the connection thread to end")
 
 
 def test_answer_to_a_client_that_gave_up_is_not_ok(make_emulator: MakeEmulator, wav: bytes) -> None:
@@ -688,7 +682,7 @@ def test_answer_to_a_client_that_gave_up_is_not_ok(make_emulator: MakeEmulator, 
     emu.add_fault(FaultRule("slow", delay=0.5))
     with httpx.Client(timeout=0.2) as c, pytest.raises(httpx.ReadTimeout):
         post(c, emu, body_for(wav))
-    wait_for(lambda: emu.calls[-1].error is not None)
+    wait_for(lambda: emu.calls[-1].error is not None, 5, "the call to be recorded as failed")
     assert emu.calls[-1].error == "client gone before the answer"
     assert emu.successful_calls() == []
 
@@ -708,7 +702,7 @@ def test_stop_is_prompt_while_a_request_hangs(make_emulator: MakeEmulator, wav: 
 
     worker = threading.Thread(target=hung)
     worker.start()
-    wait_for(lambda: bool(emu.calls) and emu.calls[0].fault == "hang")
+    wait_for(lambda: bool(emu.calls) and emu.calls[0].fault == "hang", 5, "the hung request")
     started = time.monotonic()
     emu.stop()
     assert time.monotonic() - started < 1.5

@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from mimo_watchd.config import HookSettings
 from mimo_watchd.hooks import HookRunner
+from tests.support import wait_for
 
 # Writes what the hook received (argv after the output path, and the environment) as JSON.
 RECORD = ("import json, os, sys\n"
@@ -31,15 +32,6 @@ def command(*argv: str, timeout: float = 10.0) -> HookSettings:
 
 def webhook(url: str, *, retries: int = 0, timeout: float = 5.0) -> HookSettings:
     return HookSettings(command=None, webhook=url, timeout_seconds=timeout, retries=retries)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def alive(pid: int) -> bool:
@@ -206,12 +198,12 @@ def test_hanging_command_is_killed_while_others_run(
     started = time.monotonic()
     runner.submit(hang, "done", {}, {})
     runner.submit(command(sys.executable, "-c", RECORD, str(done)), "done", {}, {})
-    assert wait_for(done.exists, timeout=0.9), "the second hook waited for the hanging one"
+    wait_for(done.exists, 0.9, "the second hook, which must not wait for the hanging one")
     assert failures.event.wait(5)
     assert 1.0 <= time.monotonic() - started < 4
     assert failures == ["command"]
     grandchild = int(pidfile.read_text())
-    assert wait_for(lambda: not alive(grandchild), timeout=2)
+    wait_for(lambda: not alive(grandchild), 2, "the hanging hook's child to be killed")
 
 
 def test_webhook_receives_the_json(
@@ -289,7 +281,7 @@ def test_submit_never_blocks_and_bounds_its_queue(
     hang = command("sh", "-c", f"touch '{marker}'; sleep 60", timeout=30)
     runner = make_runner(workers=1, max_pending=1)
     assert runner.submit(hang, "done", {}, {})
-    assert wait_for(marker.exists)
+    wait_for(marker.exists, 5, "the hook to start")
     started = time.monotonic()
     assert runner.submit(hang, "done", {}, {})  # waits in line
     assert not runner.submit(hang, "done", {}, {})  # line full
@@ -306,7 +298,7 @@ def test_close_kills_what_is_left(
     runner = make_runner(workers=1)
     runner.submit(command("sh", "-c", f"touch '{marker}'; sleep 60", timeout=30), "done", {}, {})
     runner.submit(command("true"), "done", {}, {})  # still waiting in line at close
-    assert wait_for(marker.exists)
+    wait_for(marker.exists, 5, "the hook to start")
     started = time.monotonic()
     assert runner.close(0.3) is False
     assert time.monotonic() - started < 3

@@ -6,7 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mimo_watchd.ledger import _SCHEMA, SCHEMA_VERSION, Ledger, State
+from mimo_watchd.ledger import SqliteLedger, State
+from mimo_watchd.ledger.sqlite import _SCHEMA, SCHEMA_VERSION
 
 
 def _version_1(path: Path) -> None:
@@ -23,9 +24,20 @@ def _version_1(path: Path) -> None:
     db.close()
 
 
+def _dump(path: Path) -> list[str]:
+    """Every schema statement and row of the SQLite file at ``path``, as SQL."""
+    db = sqlite3.connect(path)
+    try:
+        return list(db.iterdump())
+    finally:
+        db.close()
+
+
 def test_version_1_ledger_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """A version-1 ledger is upgraded in place, keeps its jobs, and stays as it is when opened
+    again."""
     _version_1(tmp_path / "ledger.sqlite3")
-    ledger = Ledger(tmp_path)
+    ledger = SqliteLedger(tmp_path)
     try:
         assert ledger.recover(unclean=True) == 1
         (job,) = ledger.jobs(State.QUEUED)
@@ -38,14 +50,16 @@ def test_version_1_ledger_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None
     db = sqlite3.connect(tmp_path / "ledger.sqlite3")
     (version,) = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     db.close()
-    assert version == str(SCHEMA_VERSION) == "2"
-    Ledger(tmp_path).close()  # opening an upgraded ledger again changes nothing
+    assert version == str(SCHEMA_VERSION) == "3"
+    upgraded = _dump(tmp_path / "ledger.sqlite3")
+    SqliteLedger(tmp_path).close()
+    assert _dump(tmp_path / "ledger.sqlite3") == upgraded
 
 
 def test_a_job_running_when_the_daemon_died_runs_alone(tmp_path: Path) -> None:
     """After an unclean stop, each job that was running is taken only when nothing else is
     processing, and nothing else is taken while it runs; only its own crashes count then."""
-    ledger = Ledger(tmp_path)
+    ledger = SqliteLedger(tmp_path)
     try:
         for i, name in enumerate(["a", "b", "c"]):
             ledger.enqueue(watch="w", path=f"/in/{name}.wav", size=1, mtime_ns=i,

@@ -15,8 +15,9 @@ from mimo_watchd.client import MimoClient
 from mimo_watchd.config import Secret, default_api_settings, default_audio_settings
 from mimo_watchd.emulator import Emulator, EmulatorConfig, FaultRule, tones
 from mimo_watchd.errors import PermanentApiError
-from mimo_watchd.pipeline import FileTranscriber
-from tests.daemon_support import DaemonProcess, Layout
+from mimo_watchd.transcription import FileTranscriber
+from tests.daemon_support import DaemonProcess
+from tests.support import Deployment
 
 COMMON = [w for w in tones.WORDS if w not in ("scarlet", "ivory")]
 
@@ -90,6 +91,7 @@ def as_words(text: str) -> list[str]:
     return [w.strip(".,") for w in text.split()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("gapless", "fmt"), [(False, "mp3"), (True, "flac")])
 def test_forty_minutes_exact_sequence(emu: Emulator, tmp_path: Path, gapless: bool,
                                       fmt: str) -> None:
@@ -156,12 +158,13 @@ def test_retry_resends_only_failed_chunk(emu: Emulator, tmp_path: Path) -> None:
     assert sum(c.from_journal for c in result.chunks) == done
 
 
+@pytest.mark.e2e
 def test_crash_mid_file_resumes_without_resending(tmp_path: Path) -> None:
     """kill -9 after the first chunk's response is journaled: the restart sends only the rest."""
     emu = Emulator(EmulatorConfig(latency_scale=0.0, rpm=None, tpm=None))
     emu.start()
     try:
-        layout = Layout(tmp_path)
+        layout = Deployment(tmp_path, test_timing=True)
         _, words = short_file(layout.inbox / "meeting.wav")
         layout.write_config(emu.url, api={"max_concurrency": 1}, audio=AUDIO)
         d = DaemonProcess(layout, once=True, env={"MIMO_WATCHD_CRASH_AT": "journaled"})

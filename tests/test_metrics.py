@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -90,7 +91,7 @@ def test_events_show_in_a_scrape(server: tuple[MetricsServer, Metrics]) -> None:
     assert s[("mimo_watchd_api_requests_total", (("status", "429"),))] == 1
     assert s[("mimo_watchd_api_requests_total", (("status", "timeout"),))] == 1
     assert s[("mimo_watchd_api_retries_total", ())] == 2
-    assert s[("mimo_watchd_billed_audio_seconds_total", ())] == 304
+    assert s[("mimo_watchd_billed_seconds_total", ())] == 304
     assert s[("mimo_watchd_tokens_total", (("kind", "prompt"),))] == 1946
     assert s[("mimo_watchd_tokens_total", (("kind", "completion"),))] == 720
     assert s[("mimo_watchd_tokens_total", (("kind", "audio"),))] == 1900
@@ -120,7 +121,7 @@ def test_odd_usage_values_are_ignored() -> None:
     m.observe_api(200, {"seconds": -1, "prompt_tokens": "many", "completion_tokens": None,
                         "prompt_tokens_details": "n/a", "total_tokens": True})
     s = samples(m.render().decode())
-    assert s[("mimo_watchd_billed_audio_seconds_total", ())] == 0
+    assert s[("mimo_watchd_billed_seconds_total", ())] == 0
     assert s[("mimo_watchd_tokens_total", (("kind", "prompt"),))] == 0
 
 
@@ -181,12 +182,19 @@ def test_ipv6_loopback(health: Health) -> None:
 
 
 def test_stop_releases_the_port(health: Health) -> None:
-    """After stop() the port is free again and the thread is gone."""
+    """After stop() the port refuses connections, the serving thread is gone, and a new server
+    can listen on the same port."""
+    before = set(threading.enumerate())
     srv = serve("127.0.0.1:0", Metrics(), health)
     port = srv.port
+    assert httpx.get(srv.url + "/healthz").status_code == 200
     srv.stop()
-    again = serve(f"127.0.0.1:{port}", Metrics(), health)
-    again.stop()
+    assert [t for t in threading.enumerate() if t.name == "metrics-http" and t not in before] == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")
+    with serve(f"127.0.0.1:{port}", Metrics(), health) as again:
+        assert again.port == port
+        assert httpx.get(again.url + "/healthz").status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from mimo_watchd.notify import Notifier, WatchdogPinger, evaluate_health
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -188,9 +189,10 @@ def test_pinger_pings_only_while_healthy(receiver: Receiver, notifier: Notifier)
         assert receiver.text() == "WATCHDOG=1"
         assert receiver.text() == "WATCHDOG=1"
         healthy.clear()
-        time.sleep(0.1)  # a ping already in flight may still arrive
-        while not receiver.quiet_for(0.1):
-            pass
+        wait_for(lambda: any(e["event"] == "watchdog.withheld" for e in logs), 5,
+                 "the pinger to withhold")
+        # Pings sent before that may still be queued: read them, then none may come.
+        wait_for(lambda: receiver.quiet_for(0.1), 5, "the queued pings to be read")
         assert receiver.quiet_for(0.2)
         healthy.set()
         assert receiver.text() == "WATCHDOG=1"

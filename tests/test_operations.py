@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+import pytest
 
 from mimo_watchd.emulator import Emulator, FaultRule, tones
-from tests.daemon_support import API_KEY, DaemonProcess, Layout, run_cli, wait_for
+from tests.daemon_support import API_KEY, DaemonProcess, run_cli
+from tests.support import Deployment, wait_for
 
 
 class NotifySocket:
@@ -46,15 +48,20 @@ class NotifySocket:
     def pings_since(self, t: float) -> int:
         return sum(1 for at, m in self.messages if at >= t and "WATCHDOG=1" in m.splitlines())
 
+    def quiet_for(self, seconds: float) -> bool:
+        """True when no WATCHDOG=1 came in the last ``seconds``."""
+        return self.pings_since(time.monotonic() - seconds) == 0
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
 
 
+@pytest.mark.e2e
 def test_notify_ready_status_watchdog_and_hang(emu: Emulator, tmp_path: Path) -> None:
     """READY, STATUS and WATCHDOG pings flow; a hung request stops the pings."""
-    layout = Layout(tmp_path)
+    layout = Deployment(tmp_path, test_timing=True)
     sock = NotifySocket(tmp_path / "notify.sock")
     layout.write_config(emu.url, worker_stall_seconds=1.0,
                         api={"timeout_base_seconds": 120.0, "max_retries": 0})
@@ -67,26 +74,26 @@ def test_notify_ready_status_watchdog_and_hang(emu: Emulator, tmp_path: Path) ->
         wait_for(lambda: any(line.startswith("STATUS=") and "done 1" in line
                              for line in sock.lines()), 10, what="STATUS update")
         t0 = time.monotonic()
-        time.sleep(1.0)
-        assert sock.pings_since(t0) >= 3  # interval/2 = 0.2 s
+        wait_for(lambda: sock.pings_since(t0) >= 3, 10, what="pings (every 0.2 s)")
         emu.add_fault(FaultRule("hang"))
         tones.write(layout.inbox / "hang.wav", ["charlie", "delta"])
         wait_for(lambda: emu.in_flight(), 20, what="hanging request")
-        time.sleep(2.0)  # beyond worker_stall_seconds
-        t1 = time.monotonic()
-        time.sleep(1.0)
-        assert sock.pings_since(t1) == 0, "pings must stop while a worker is hung"
+        wait_for(lambda: [e for e in d.saw("watchdog.withheld") if "progress" in e["reason"]],
+                 20, what="the daemon to withhold its pings for the hung worker")
+        # Five ping intervals without one: never true while pings flow.
+        wait_for(lambda: sock.quiet_for(1.0), 10, what="pings to stop while a worker is hung")
         assert d.proc.poll() is None
     finally:
         d.kill()
         sock.close()
 
 
+@pytest.mark.e2e
 def test_reload_sends_reloading_then_ready(emu: Emulator, tmp_path: Path) -> None:
     """SIGHUP is bracketed by RELOADING=1 and READY=1; SIGTERM sends STOPPING=1."""
     import signal
 
-    layout = Layout(tmp_path)
+    layout = Deployment(tmp_path, test_timing=True)
     sock = NotifySocket(tmp_path / "notify.sock")
     layout.write_config(emu.url)
     d = DaemonProcess(layout, env={"NOTIFY_SOCKET": str(sock.path)})
@@ -111,9 +118,10 @@ def scrape(url: str) -> dict[str, float]:
     return values
 
 
+@pytest.mark.e2e
 def test_metrics_and_healthz_during_processing(emu: Emulator, tmp_path: Path) -> None:
     """/metrics counts files, calls, billed seconds; /healthz turns 503 while paused."""
-    layout = Layout(tmp_path)
+    layout = Deployment(tmp_path, test_timing=True)
     port = _free_port()
     layout.write_config(emu.url, metrics={"listen": f"127.0.0.1:{port}"})
     emu.add_fault(FaultRule("500", times=1))
@@ -128,7 +136,7 @@ def test_metrics_and_healthz_during_processing(emu: Emulator, tmp_path: Path) ->
         assert m['mimo_watchd_api_requests_total{status="200"}'] == 3
         assert m['mimo_watchd_api_requests_total{status="500"}'] == 1
         assert m["mimo_watchd_api_retries_total"] >= 1
-        assert m["mimo_watchd_billed_audio_seconds_total"] >= 3
+        assert m["mimo_watchd_billed_seconds_total"] >= 3
         assert m["mimo_watchd_last_success_timestamp_seconds"] > 0
         assert m["mimo_watchd_processing_seconds_count"] == 3
         assert m["mimo_watchd_paused"] == 0
@@ -165,13 +173,14 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.e2e
 def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_path: Path) -> None:
     """A command hook and a webhook get the data; a failing and a hanging hook change nothing."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     _Receiver.received = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        layout = Layout(tmp_path)
+        layout = Deployment(tmp_path, test_timing=True)
         record = tmp_path / "hook-record.jsonl"
         script = tmp_path / "hook.py"
         script.write_text(
@@ -188,7 +197,8 @@ def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_pat
                    "on_failure": {"command": [sys.executable, str(script)]}},
             extra_watches=[{"path": str(second), "processed_dir": str(tmp_path / "p2"),
                             "failed_dir": str(tmp_path / "f2"), "settle_seconds": 0.3,
-                            "on_success": {"command": ["/bin/sleep", "30"],
+                            # sh -c ignores the arguments the daemon appends (outcome, path)
+                            "on_success": {"command": ["/bin/sh", "-c", "sleep 30", "hook"],
                                            "timeout_seconds": 1.0},
                             "on_failure": {"command": ["/bin/false"]}}])
         emu.add_fault(FaultRule("400", times=2, when_word="kilo"))
@@ -197,7 +207,7 @@ def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_pat
         tones.write(second / "slowhook.wav", ["bravo", "zulu"])
         tones.write(second / "falsehook.wav", ["kilo", "lima"])
         d = DaemonProcess(layout, once=True)
-        assert d.wait(60) == 0, d.text()
+        assert d.wait(60) == 1, d.text()  # bad.wav and falsehook.wav failed
         records = [json.loads(line) for line in record.read_text().splitlines()]
         by_outcome = {r["argv"][0]: r for r in records}
         assert set(by_outcome) == {"done", "failed"}
@@ -209,7 +219,10 @@ def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_pat
         assert [r["transcript"] for r in _Receiver.received] == ["alpha zulu."]
         assert (tmp_path / "p2" / "slowhook.txt").read_text() == "bravo zulu.\n"
         assert (tmp_path / "f2" / "falsehook.error.json").exists()
-        assert len(d.saw("hook.failed")) >= 2 or "hook" in d.text()
+        failed_hooks = {(Path(e["audio"]).name, e["outcome"], e["reason"])
+                        for e in d.saw("hook.failed")}
+        assert failed_hooks == {("slowhook.wav", "done", "timed out after 1 s; killed"),
+                                ("falsehook.wav", "failed", "exit status 1; output: ''")}
     finally:
         server.shutdown()
         server.server_close()
@@ -217,7 +230,7 @@ def test_hooks_run_with_data_and_bad_hooks_do_not_disturb(emu: Emulator, tmp_pat
 
 def test_check_command(emu: Emulator, tmp_path: Path) -> None:
     """check validates config and key (78 on problems) and --api reports auth problems (69)."""
-    layout = Layout(tmp_path)
+    layout = Deployment(tmp_path, test_timing=True)
     layout.write_config(emu.url)
     r = run_cli(layout, "check", "-c", str(layout.config), "--api")
     assert r.returncode == 0, r.stderr

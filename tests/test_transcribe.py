@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mimo_watchd.emulator import tones
-from tests.daemon_support import API_KEY, REPO, wait_for
+from tests.daemon_support import API_KEY, REPO
+from tests.support import wait_for
 
 WORDS = ["hotel", "india", "juliett"]
 FORMATS = ["wav", "mp3", "m4a", "ogg", "opus", "flac", "amr", "webm"]

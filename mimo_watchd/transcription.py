@@ -1,4 +1,4 @@
-"""One file end to end: prepare the audio, transcribe its chunks in parallel, join the text.
+"""One file's transcript: prepare the audio, transcribe its chunks in parallel, join the text.
 
 Used by both ``mimo-watchd transcribe`` and the daemon. Chunks are pulled lazily from the
 audio layer (bounded memory) and sent concurrently within the client's shared limits. Each
@@ -8,20 +8,22 @@ journal is never sent again, so a retry or a restart re-sends only what is missi
 
 from __future__ import annotations
 
-import hashlib
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from mimo_watchd import joining
-from mimo_watchd.audio import AudioInfo, prepare
+from mimo_watchd.audio import AudioInfo, AudioParams, ClipSpan, prepare
 from mimo_watchd.client import MimoClient, Transcript, parse_completion
 from mimo_watchd.config import AudioSettings
 from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, TransientApiError
+from mimo_watchd.fsutil import sha256_file
+from mimo_watchd.inputs import InputFile
+from mimo_watchd.timestamps import now_iso
 
 USAGE_FIELDS = ("seconds", "prompt_tokens", "completion_tokens", "total_tokens", "audio_tokens")
 MIN_RESPLIT_SECONDS = 4.0
@@ -47,11 +49,6 @@ class ChunkResult:
     api_seconds: float
     overlapped: bool
     from_journal: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "start": round(self.start, 3), "end": round(self.end, 3),
-                "request_id": self.request_id, "usage": flat_usage(self.usage),
-                "attempts": self.attempts, "from_journal": self.from_journal}
 
 
 @dataclass
@@ -94,30 +91,27 @@ def sum_usage(chunks: list[ChunkResult]) -> dict[str, int]:
     return total
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1024 * 1024):
-            h.update(block)
-    return h.hexdigest()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def span_key(start: float, end: float) -> str:
-    return f"{start:.3f}-{end:.3f}"
+def audio_params(audio: AudioSettings, max_b64_chars: int) -> AudioParams:
+    """The audio layer's parameters from the configuration (the new ones keep their defaults)."""
+    return AudioParams(max_clip_seconds=audio.max_chunk_seconds, clip_format=audio.chunk_format,
+                       overlap_seconds=audio.overlap_seconds, max_b64_chars=max_b64_chars)
 
 
 def _name_chunk(exc: ApiError | AudioError, index: int, start: float, end: float) -> Exception:
-    prefix = f"chunk {index} ({start:.1f}-{end:.1f} s): "
-    if isinstance(exc, ApiError):
-        new = type(exc).__new__(type(exc))
-        new.__dict__.update(exc.__dict__)
-        new.args = (prefix + str(exc),)
-        return new
-    return type(exc)(prefix + str(exc))
+    return _reworded(exc, f"chunk {index} ({start:.1f}-{end:.1f} s): " + str(exc))
+
+
+def _renamed(exc: ApiError | AudioError, path: str, name: str) -> Exception:
+    """``exc`` with ``path`` (a descriptor's path) replaced by ``name`` in its message."""
+    return _reworded(exc, str(exc).replace(path, name))
+
+
+def _reworded(exc: ApiError | AudioError, message: str) -> Exception:
+    """A copy of ``exc`` (same class and details) saying ``message``."""
+    new = type(exc).__new__(type(exc))
+    new.__dict__.update(exc.__dict__)
+    new.args = (message,)
+    return new
 
 
 class FileTranscriber:
@@ -133,11 +127,18 @@ class FileTranscriber:
         self.on_chunk = on_chunk
         self._lock = threading.Lock()
 
-    def run(self, path: Path, *, sha256: str | None = None) -> TranscriptResult:
+    def run(self, path: Path, *, sha256: str | None = None,
+            name: Path | None = None) -> TranscriptResult:
+        """The transcript of the file at ``path``; ``name`` is where it lies when ``path`` is
+        another way to it (``/proc/self/fd/N``): results and errors name ``name``."""
+        if name is not None and name != path:
+            try:
+                return replace(self.run(path, sha256=sha256), path=name)
+            except (ApiError, AudioError) as exc:
+                raise _renamed(exc, str(path), str(name)) from exc
         started = now_iso()
         digest = sha256 or sha256_file(path)
-        prepared = prepare(path, audio=self.audio,
-                           max_b64_chars=self.client.api.max_request_b64_chars)
+        prepared = prepare(path, audio_params(self.audio, self.client.api.max_request_b64_chars))
         results = self._all_chunks(prepared)
         results.sort(key=lambda c: (c.start, c.end))
         for i, c in enumerate(results):
@@ -165,7 +166,7 @@ class FileTranscriber:
                         if first_error is None:
                             first_error = exc
 
-            for chunk in prepared.iter_chunks():
+            for chunk in prepared.iter_clips():
                 if first_error is None and self.client.stopping:
                     # Shutting down with chunks unsent: fail the attempt (the job is retried)
                     # rather than return a transcript with those chunks missing.
@@ -175,7 +176,9 @@ class FileTranscriber:
                 while len(pending) > limit:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     collect(done)
-                pending.add(pool.submit(self._chunk, prepared, chunk))
+                # Each chunk runs in the job's logging context (its lines name the file).
+                pending.add(pool.submit(contextvars.copy_context().run, self._chunk, prepared,
+                                        chunk))
             done, _ = wait(pending)
             collect(done)
         if first_error is not None:
@@ -183,12 +186,12 @@ class FileTranscriber:
         return results
 
     def _chunk(self, prepared: Any, chunk: Any) -> list[ChunkResult]:
-        return self._span(prepared, chunk.index, chunk.start, chunk.end, chunk.data, chunk.mime,
+        return self._span(prepared, chunk.index, chunk, chunk.data, chunk.mime,
                           overlapped=chunk.overlap_before > 0)
 
-    def _span(self, prepared: Any, index: int, start: float, end: float, data: bytes | None,
+    def _span(self, prepared: Any, index: int, span: ClipSpan, data: bytes | None,
               mime: str | None, *, overlapped: bool) -> list[ChunkResult]:
-        key = span_key(start, end)
+        key, start, end = span.key, span.start, span.end
         journal = self.journal
         try:
             raw = journal.lookup(key) if journal else None
@@ -197,29 +200,28 @@ class FileTranscriber:
                 result = self._result(index, start, end, t, overlapped, from_journal=True)
             else:
                 if data is None:
-                    data, mime = _encoded(prepared.encode_span(start, end), prepared)
+                    data, mime = _encoded(prepared.encode(span), prepared)
                 record = (lambda r: journal.record(key, r)) if journal else None
-                t = self.client.transcribe(data, mime or "audio/mpeg", end - start,
+                t = self.client.transcribe(data, mime or "audio/mpeg", span.sent_seconds,
                                            language=self.language, on_response=record)
                 result = self._result(index, start, end, t, overlapped, from_journal=False)
         except OutputTruncatedError as exc:
-            if end - start < 2 * MIN_RESPLIT_SECONDS:
+            if span.sent_seconds < 2 * MIN_RESPLIT_SECONDS:
                 raise _name_chunk(exc, index, start, end) from exc
-            return self._resplit(prepared, index, start, end, overlapped)
+            return self._resplit(prepared, index, span, overlapped)
         except (ApiError, AudioError) as exc:
             raise _name_chunk(exc, index, start, end) from exc
         if self.on_chunk:
             self.on_chunk(result)
         return [result]
 
-    def _resplit(self, prepared: Any, index: int, start: float, end: float,
+    def _resplit(self, prepared: Any, index: int, span: ClipSpan,
                  overlapped: bool) -> list[ChunkResult]:
         """Halves a span whose transcript hit the output cap, cutting in a pause near the middle
         (or with an overlap where there is none)."""
-        first, second = prepared.split_span(start, end)
-        head = self._span(prepared, index, first.start, first.end, None, None,
-                          overlapped=overlapped)
-        tail = self._span(prepared, index, second.start, second.end, None, None,
+        first, second = prepared.split(span)
+        head = self._span(prepared, index, first, None, None, overlapped=overlapped)
+        tail = self._span(prepared, index, second, None, None,
                           overlapped=second.overlap_before > 0)
         return head + tail
 
@@ -233,4 +235,20 @@ class FileTranscriber:
 
 
 def _encoded(value: Any, prepared: Any) -> tuple[bytes, str]:
-    return bytes(value), prepared.span_mime
+    return bytes(value), prepared.clip_mime
+
+
+class ClientTranscriber:
+    """Transcribes whole files through one client: what the daemon gives each job."""
+
+    def __init__(self, client: MimoClient, audio: AudioSettings) -> None:
+        self.client = client
+        self.audio = audio
+
+    def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
+                   on_chunk: Callable[[], None]) -> TranscriptResult:
+        """The transcript of ``source`` (read through its descriptor, never by its name: the
+        audio layer opens ``/proc/self/fd/N``), its paid answers kept in ``journal``."""
+        runner = FileTranscriber(self.client, self.audio, language=language, journal=journal,
+                                 on_chunk=lambda _c: on_chunk())
+        return runner.run(source.reader, sha256=sha256, name=source.path)
