@@ -49,6 +49,7 @@ from mimo_watchd.emulator import EmulatorConfig
 from mimo_watchd.emulator.content import answer, hear
 from mimo_watchd.emulator.records import QUALITY_WINDOW_SECONDS
 from mimo_watchd.emulator.validation import AudioRequest
+from mimo_watchd.transcription import audio_params
 
 NAME = "pacing"
 RPM, TPM, WINDOW = 100, 10_000, 60.0
@@ -132,8 +133,8 @@ def _requests(workload: Workload, first: int, src: Path, bodies: Path) -> list[R
     api, audio = default_api_settings(), default_audio_settings()
     out: list[Request] = []
     for path in sorted(src.iterdir()):
-        prepared = prepare(path, audio=audio, max_b64_chars=api.max_request_b64_chars)
-        for chunk in prepared.iter_chunks():
+        prepared = prepare(path, audio_params(audio, api.max_request_b64_chars))
+        for chunk in prepared.iter_clips():
             container = "wav" if chunk.mime == "audio/wav" else "mp3"
             heard = hear(AudioRequest(api.model, False, "auto", chunk.mime, container,
                                       chunk.data, 0))
