@@ -1,11 +1,11 @@
 """``python -m bench SCENARIO [options]``: run a benchmark, print its table, update BENCHMARKS.md.
 
 Scenarios: saturation, overhead, latency, long, idle, backlog (each runs the real daemon against
-the real emulator next to the naive and floor baselines), ``all`` (every one of them, in that
-order), ``soak`` (fault injection, kill -9 and SIGHUP; exits non-zero when an invariant fails),
-and the audio layer's ``audio-formats``, ``long-file-rss`` and ``vad-compare``.
-``--no-write`` leaves BENCHMARKS.md alone; ``--smoke`` runs tiny sizes (the test suite's check
-of the harness).
+the real emulator next to the naive and floor baselines), pacing (the daemon next to an oracle
+pacer at the account's limits), ``all`` (every one of them, in that order), ``soak`` (fault
+injection, kill -9 and SIGHUP; exits non-zero when an invariant fails), and the audio layer's
+``audio-formats``, ``long-file-rss`` and ``vad-compare``. ``--no-write`` leaves BENCHMARKS.md
+alone; ``--smoke`` runs tiny sizes (the test suite's check of the harness).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from types import ModuleType
 
 from bench import audio_formats, long_file_rss, soak, vad_compare
 from bench.report import Section, command_line, emit, machine, write_section
-from bench.scenarios import backlog, idle, latency, longfile, overhead, saturation
+from bench.scenarios import backlog, idle, latency, longfile, overhead, pacing, saturation
 
 SCENARIOS: dict[str, ModuleType] = {
     "saturation": saturation, "overhead": overhead, "latency": latency, "long": longfile,
-    "idle": idle, "backlog": backlog,
+    "idle": idle, "backlog": backlog, "pacing": pacing,
 }
 # --smoke: sizes that finish in seconds (they prove the harness works, not the figures).
 SMOKE: dict[str, dict[str, object]] = {
@@ -33,6 +33,7 @@ SMOKE: dict[str, dict[str, object]] = {
                                                                         "polling_samples": 0},
     "long": {"hours": 0.1}, "idle": {"files": 40, "folders": 4, "seconds_idle": 3.0},
     "backlog": {"files": 300},
+    "pacing": {"workloads": "rpm", "rules": "total", "rpm_files": 12},
 }
 LEGACY: dict[str, Callable[[], None]] = {
     "audio-formats": audio_formats.main, "long-file-rss": long_file_rss.main,

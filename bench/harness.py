@@ -80,12 +80,13 @@ class EmulatorProc:
     """``python -m mimo_watchd.emulator`` on an ephemeral loopback port."""
 
     def __init__(self, *, latency_scale: float = 0.0, rpm: int | None = None,
-                 tpm: int | None = None, faults: Sequence[str] = (),
+                 tpm: int | None = None, tpm_counts: str = "total", faults: Sequence[str] = (),
                  fault_rates: dict[str, float] | None = None, seed: int | None = None,
                  slow_seconds: float = 5.0, log: Path | None = None) -> None:
         cmd = [sys.executable, "-m", "mimo_watchd.emulator", "--port", "0",
                "--latency-scale", str(latency_scale), "--rpm", str(rpm or 0),
-               "--tpm", str(tpm or 0), "--slow-seconds", str(slow_seconds)]
+               "--tpm", str(tpm or 0), "--tpm-counts", tpm_counts,
+               "--slow-seconds", str(slow_seconds)]
         for fault in faults:
             cmd += ["--fault", fault]
         for kind, p in (fault_rates or {}).items():

@@ -142,8 +142,8 @@ def check_all(dep: Deployment, inputs: list[Input], calls: list[dict[str, Any]],
     results.append(_report("no temp files left (and the inbox is empty)", leftovers,
                            f"{len(leftovers)} found", out))
 
-    # 4. at most one successful call per chunk of content
-    results.append(_check_payments(calls, kills, latency_scale, _answers_journaled(dep), out))
+    # 4. billed calls per chunk of content, every repayment explained
+    results.append(_check_billing(calls, kills, latency_scale, _answers_journaled(dep), out))
 
     # 5. ledger and folders agree
     results.append(_check_ledger(dep, inputs, where, audio, out))
@@ -173,34 +173,71 @@ def _answers_journaled(dep: Deployment) -> dict[str, str]:
             for path, span, raw in rows}
 
 
-def _check_payments(calls: list[dict[str, Any]], kills: list[float], latency_scale: float,
-                    journaled: dict[str, str], out: list[str]) -> bool:
-    ok_calls = [c for c in calls if c.get("ok") and c.get("audio_sha256")]
+# Faults after which the model ran but its answer never reached the daemon in full.
+LOST = {
+    "slow": "answered after the client's read timeout",
+    "drop-headers": "connection dropped before the status line",
+    "drop-body": "connection dropped mid-body",
+    "drop-stream": "stream cut mid-way",
+    "no-done": "stream without [DONE]",
+}
+
+
+def _repaid_because(call: dict[str, Any], kills: list[float], latency_scale: float
+                    ) -> str | None:
+    """Why a chunk billed in ``call`` had to be paid again, or None when nothing explains it."""
+    end = call["time"] + latency_scale * (0.3 + 0.03 * (call.get("duration") or 0))
+    killed = any(call["time"] <= k <= end + KILL_SLACK for k in kills)
+    if call.get("ok"):
+        # Delivered whole: only a kill between the answer and its journal entry loses it.
+        return "kill -9 between the answer and its journal entry" if killed else None
+    if call.get("fault") in LOST:
+        return f"answer lost: {LOST[call['fault']]} (injected {call['fault']})"
+    if killed:
+        return "kill -9 while the answer was in flight"
+    if call.get("error") == "client gone before the answer":
+        return "the client timed out before the answer (no fault injected)"
+    return None
+
+
+def _check_billing(calls: list[dict[str, Any]], kills: list[float], latency_scale: float,
+                   journaled: dict[str, str], out: list[str]) -> bool:
+    """Billed calls per chunk of content, and a cause for every chunk billed more than once.
+
+    The account bills a call once its model ran, whether or not the answer arrived (the
+    emulator's ``billed``); a delivered one is ``ok``. A repayment is explained when the earlier
+    billed answer was lost (a fault that breaks the answer, the client gone) or was delivered
+    just as a kill -9 struck, before its journal entry.
+    """
+    billed = [c for c in calls if c.get("billed") and c.get("audio_sha256")]
     by_sha: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for c in ok_calls:
+    for c in billed:
         by_sha[c["audio_sha256"]].append(c)
     problems = []
-    excused = 0
+    causes: Counter[str] = Counter()
     for sha, group in by_sha.items():
         group.sort(key=lambda c: c["time"])
         for prev in group[:-1]:
-            end = prev["time"] + latency_scale * (0.3 + 0.03 * (prev.get("duration") or 0))
-            if any(prev["time"] <= k <= end + KILL_SLACK for k in kills):
-                excused += 1  # killed between the answer and its journal entry
-            else:
-                start = group[0]["time"]
-                seen = ", ".join(
-                    f"{c.get('fault') or 'no fault'} at +{c['time'] - start:.1f} s, journaled "
-                    f"as {journaled.get(str(c.get('request_id')), 'nothing')}" for c in group)
-                problems.append(f"chunk {sha[:12]} answered ok {len(group)} times ({seen}), "
-                                "no kill -9 while its first answer was in flight")
+            cause = _repaid_because(prev, kills, latency_scale)
+            if cause is not None:
+                causes[cause] += 1
+                continue
+            start = group[0]["time"]
+            seen = ", ".join(
+                f"{c.get('fault') or 'no fault'}{' delivered' if c.get('ok') else ''} at "
+                f"+{c['time'] - start:.1f} s, journaled as "
+                f"{journaled.get(str(c.get('request_id')), 'nothing')}" for c in group)
+            problems.append(f"chunk {sha[:12]} billed {len(group)} times ({seen}): nothing "
+                            "explains the repayment")
     faults = Counter(c.get("fault") for c in calls if c.get("fault"))
     statuses = Counter(c.get("status") for c in calls)
-    detail = (f"{len(calls)} calls, {len(ok_calls)} ok, {len(by_sha)} distinct chunks; "
-              f"faults injected {dict(faults)}; statuses {dict(statuses)}; "
-              f"re-payments: {excused}, each after a kill -9 between answer and journal")
-    return _report("the emulator saw at most one successful call per chunk of content",
-                   problems, detail, out)
+    delivered = sum(1 for c in calls if c.get("ok"))
+    per_chunk = len(billed) / len(by_sha) if by_sha else 0.0
+    repaid = "; ".join(f"{n} {cause}" for cause, n in causes.most_common()) or "none"
+    detail = (f"{len(calls)} calls, {len(billed)} billed, {delivered} delivered, for "
+              f"{len(by_sha)} distinct chunks: {per_chunk:.3f} billed calls per chunk; faults "
+              f"injected {dict(faults)}; statuses {dict(statuses)}; repayments: {repaid}")
+    return _report("every chunk billed once, each repayment explained", problems, detail, out)
 
 
 def _check_ledger(dep: Deployment, inputs: list[Input], where: dict[str, Path],

@@ -33,7 +33,7 @@ from mimo_watchd.errors import (
     RateLimitedError,
     TransientApiError,
 )
-from mimo_watchd.ratelimit import RateLimiter, estimate_tokens
+from mimo_watchd.ratelimit import RateLimiter, Reservation
 
 log = structlog.get_logger("mimo_watchd.client")
 
@@ -164,8 +164,10 @@ class MimoClient:
         self.api = api
         self._key = key
         self.url = (base_url or effective_base_url(api)) + "/chat/completions"
-        self.limiter = limiter or RateLimiter(api.requests_per_minute, api.tokens_per_minute)
-        self._slots = threading.BoundedSemaphore(api.max_concurrency)
+        # The limiter owns every pacing decision: the windows and the requests in flight.
+        self.limiter = limiter or RateLimiter(api.requests_per_minute, api.tokens_per_minute,
+                                              counts=api.tpm_counts,
+                                              max_in_flight=api.max_concurrency)
         self._stop = threading.Event()
         self._jitter = sleep_jitter
         self._http = httpx.Client(transport=transport, follow_redirects=False,
@@ -227,13 +229,12 @@ class MimoClient:
     ) -> Transcript:
         """One transcript for one request's worth of audio, retrying transient failures."""
         body = self._body(data, mime, language or self.api.language)
-        tokens = estimate_tokens(duration)
         attempt = 0
         while True:
             attempt += 1
             started = time.monotonic()
             try:
-                raw = self._once(body, duration, tokens, on_response)
+                raw = self._once(body, duration, on_response)
                 transcript = parse_completion(raw, attempts=attempt,
                                               api_seconds=time.monotonic() - started)
             except ApiError as exc:
@@ -242,11 +243,11 @@ class MimoClient:
                     self.on_attempt(str(exc.status or "error"), None, attempt > 1)
                 if not exc.retryable or attempt > self.api.max_retries or self.stopping:
                     raise
-                delay = self._backoff(attempt, exc)
+                # After a 429 the limiter holds every request (this retry included) until the
+                # window has room again: no fixed back-off on top of it.
+                delay = 0.0 if isinstance(exc, RateLimitedError) else self._backoff(attempt, exc)
                 log.warning("api.retry", attempt=attempt, delay_seconds=round(delay, 2),
                             reason=exc.reason, http_status=exc.status)
-                if isinstance(exc, RateLimitedError):
-                    self.limiter.penalize(delay)
                 if self._stop.wait(delay):
                     raise
                 continue
@@ -262,13 +263,13 @@ class MimoClient:
         base = min(cap, self.api.backoff_initial_seconds * 2 ** (attempt - 1))
         return float(base * (0.5 + 0.5 * self._jitter()))
 
-    def _once(self, body: bytes, duration: float, tokens: int,
-              on_response: ResponseHook | None) -> dict[str, Any]:
+    def _once(self, body: bytes, duration: float, on_response: ResponseHook | None
+              ) -> dict[str, Any]:
         timeout, budget = self._timeout(duration, len(body))
-        with self._slots:
-            reservation = self.limiter.acquire(tokens, self._stop)
-            if reservation is None:
-                raise TransientApiError("client is shutting down")
+        reservation = self.limiter.acquire(duration, self._stop)
+        if reservation is None:
+            raise TransientApiError("client is shutting down")
+        try:
             deadline = time.monotonic() + budget
             try:
                 with self._http.stream("POST", self.url, content=body, headers=self._headers(),
@@ -281,6 +282,12 @@ class MimoClient:
                         raw = assemble_sse(_lines(resp, deadline))
                     else:
                         raw = _parse_json(_read_limited(resp, deadline, limit=None))
+            except ApiError as exc:
+                # An error status (or error event) was not charged; an answer that arrived
+                # broken (status 200) was: its model ran, so its reservation stays.
+                if exc.status is not None and exc.status != 200:
+                    self._uncharged(reservation, exc)
+                raise
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
                 # No connection at all: an outage (DNS, refused, proxy down), not this request's.
                 raise ApiUnreachableError(urlsplit(self.url).netloc,
@@ -290,11 +297,24 @@ class MimoClient:
             except httpx.TransportError as exc:
                 raise TransientApiError(f"connection failed: {type(exc).__name__}: {exc}") \
                     from exc
-        usage = raw.get("usage")
-        reservation.settle(usage.get("total_tokens") if isinstance(usage, dict) else None)
+            if isinstance(raw.get("error"), dict):
+                self.limiter.refund(reservation)  # an error inside a 200 is not charged either
+            else:
+                usage = raw.get("usage")
+                self.limiter.settle(reservation, usage if isinstance(usage, dict) else None)
+        finally:
+            self.limiter.release(reservation)
         if on_response is not None:
             on_response(raw)
         return raw
+
+
+    def _uncharged(self, reservation: Reservation, exc: ApiError) -> None:
+        """Give back what an error answer did not cost; a 429 holds every request."""
+        if isinstance(exc, RateLimitedError):
+            self.limiter.rejected(reservation, exc.retry_after)
+        else:
+            self.limiter.refund(reservation)
 
 
 def _check_deadline(deadline: float) -> None:

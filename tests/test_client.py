@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -20,7 +19,6 @@ from mimo_watchd.errors import (
     RateLimitedError,
     TransientApiError,
 )
-from mimo_watchd.ratelimit import RateLimiter, estimate_tokens
 
 WORDS = ["alpha", "bravo", "charlie"]
 
@@ -237,57 +235,3 @@ def test_unit_classify_and_sse_edge_cases() -> None:
     assert raw["choices"][0]["message"]["content"] == "Hi" and raw["usage"] == {"seconds": 1}
     with pytest.raises(TransientApiError, match="DONE"):
         assemble_sse(iter(lines[:-1]))
-
-
-def test_rate_limiter_sliding_windows() -> None:
-    """Requests beyond the per-minute count or token budget wait for the window to slide."""
-    now = [0.0]
-    limiter = RateLimiter(3, 1000, window_seconds=60, clock=lambda: now[0])
-    for _ in range(3):
-        assert limiter.acquire(10) is not None
-    assert limiter._wait_needed(10, now[0]) == pytest.approx(60)
-    now[0] = 61
-    assert limiter._wait_needed(990, now[0]) == 0
-    assert limiter.acquire(990) is not None
-    assert limiter._wait_needed(20, now[0]) == pytest.approx(60)  # 1000-token budget spent
-    assert estimate_tokens(4) == 25 + 21
-
-
-def test_rate_limiter_blocks_threads_until_budget() -> None:
-    """Concurrent acquirers beyond the budget are held back, then admitted as it frees."""
-    limiter = RateLimiter(2, 10_000, window_seconds=0.5)
-    admitted: list[float] = []
-    start = time.monotonic()
-
-    def take() -> None:
-        assert limiter.acquire(10) is not None
-        admitted.append(time.monotonic() - start)
-
-    threads = [threading.Thread(target=take) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(5)
-    admitted.sort()
-    assert admitted[1] < 0.3 and admitted[2] >= 0.45
-
-
-def test_penalize_after_429_slows_everyone(emulator: Emulator, wav: bytes) -> None:
-    """A 429 holds back every request of the client, not just the retry, for the backoff."""
-    c = make_client(emulator, backoff_initial_seconds=0.4, backoff_max_seconds=0.4)
-    emulator.add_fault(FaultRule("429"))
-    try:
-        t = threading.Thread(target=lambda: c.transcribe(wav, "audio/wav", 1.6))
-        t.start()
-        deadline = time.monotonic() + 10
-        while c.limiter.snapshot()["blocked_for_seconds"] <= 0:
-            assert time.monotonic() < deadline, "no penalty after the 429"
-            time.sleep(0.005)
-        c.transcribe(wav, "audio/wav", 1.6)  # a second caller, not the one that got the 429
-        t.join(10)
-    finally:
-        c.close()
-    first, *later = emulator.calls
-    assert first.status == 429 and len(later) == 2
-    # Backoff is 0.4 s x (0.5..1.0) jitter: nothing went out in the first 0.2 s.
-    assert all(call.time >= first.time + 0.19 for call in later)

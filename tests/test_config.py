@@ -37,7 +37,7 @@ def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None
     assert s.watches[0].path == tmp_path / "inbox"
     assert s.api.auth_header == "api-key"
     assert s.api.model == "mimo-v2.5-asr"
-    assert s.api.requests_per_minute == 90
+    assert s.api.requests_per_minute == 100
     assert s.state_dir == tmp_path / "state"
     assert "*.wav" in s.watches[0].include and s.watches[0].recursive is True
 

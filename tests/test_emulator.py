@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mimo_watchd.emulator import FAULT_KINDS, Emulator, FaultRule, tones
+from mimo_watchd.emulator import FAULT_KINDS, Emulator, FaultRule, faults, tones
 from mimo_watchd.emulator.faults import ERROR_BODIES, TEXT_PART_PARAM
 from mimo_watchd.emulator.limits import AccountLimits
 from tests.support import wait_for
@@ -85,6 +85,11 @@ def post(
 def sse_data(text: str) -> list[str]:
     """The ``data:`` payloads of an SSE body, in order (comment lines skipped)."""
     return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
+
+
+def tokens(total: int, prompt: int | None = None) -> dict[str, int]:
+    """A usage with ``total`` tokens, ``prompt`` of them prompt tokens (all by default)."""
+    return {"total_tokens": total, "prompt_tokens": total if prompt is None else prompt}
 
 
 def silence(seconds: float) -> np.ndarray:
@@ -521,13 +526,34 @@ def test_limit_windows_slide() -> None:
     """Requests and tokens leave the budget 60 s after they were admitted, not at a minute edge."""
     now = [0.0]
     limits = AccountLimits(rpm=2, tpm=100, clock=lambda: now[0])
-    assert limits.enter() and limits.spend_tokens(60)
+    first = limits.enter()
+    assert first and limits.charge(tokens(60), first)
     now[0] = 30.0
-    assert limits.enter() and not limits.enter()
-    assert not limits.spend_tokens(41) and limits.spend_tokens(40)
+    second = limits.enter()
+    assert second and not limits.enter()
+    assert not limits.charge(tokens(41), second) and limits.charge(tokens(40), second)
     now[0] = 60.0  # the first request and its 60 tokens expire; the second stays
     assert limits.enter() and not limits.enter()
     assert limits.tokens_in_window == 40
+
+
+def test_tokens_count_from_the_request_arrival() -> None:
+    """Tokens charged after decoding are dated at the request's arrival, in any order, so the
+    windows do not depend on how long the emulator took to decode."""
+    now = [0.0]
+    limits = AccountLimits(rpm=None, tpm=100, clock=lambda: now[0])
+    early = limits.enter()
+    now[0] = 10.0
+    late = limits.enter()
+    assert early and late
+    now[0] = 11.0
+    assert limits.charge(tokens(30), late)
+    now[0] = 12.0
+    assert limits.charge(tokens(50), early)  # decoded last, admitted first
+    now[0] = 60.0
+    assert limits.tokens_in_window == 30
+    now[0] = 70.0
+    assert limits.tokens_in_window == 0
 
 
 def test_tpm_limit_counts_the_request_tokens(
@@ -771,10 +797,16 @@ def test_length_fault_truncates(
 def test_output_cap_gives_length_naturally(
     make_emulator: MakeEmulator, http: httpx.Client, wav: bytes
 ) -> None:
-    """More words than ``max_output_tokens`` allows end with finish_reason "length"."""
-    emu = make_emulator(max_output_tokens=2)
-    choice = post(http, emu, body_for(wav)).json()["choices"][0]
+    """An answer longer than ``max_output_tokens`` is cut there with finish_reason "length".
+
+    Completion tokens follow the audio (5 per second): the 1.5 s wav needs 8, so a cap of 6
+    keeps 6/8 of its three words.
+    """
+    emu = make_emulator(max_output_tokens=6)
+    data = post(http, emu, body_for(wav)).json()
+    choice = data["choices"][0]
     assert (choice["message"]["content"], choice["finish_reason"]) == ("alpha bravo", "length")
+    assert data["usage"]["completion_tokens"] == 6
 
 
 def test_content_filter_is_inside_a_200(emulator: Emulator, http: httpx.Client, wav: bytes) -> None:
@@ -822,11 +854,22 @@ def test_when_word_and_times_select_requests(emulator: Emulator, http: httpx.Cli
 
 
 def test_every_fault_kind_is_known() -> None:
-    """The documented kinds are exactly the injectable ones; unknown kinds are refused."""
+    """The injectable kinds are exactly those of the faults table; unknown kinds are refused."""
     assert set(FAULT_KINDS) == {
-        *STATUS_CASES, "404-html", "500-empty", "slow", "hang", "drop-headers", "drop-body",
-        "drop-stream", "no-done", "length", "content_filter", "tags", "empty",
+        *STATUS_CASES, "404-html", "500-empty", "200-401", "200-402", "200-429", "200-500",
+        "slow", "hang", "drop-headers", "drop-body", "drop-stream", "no-done", "length",
+        "content_filter", "tags", "empty", "looping", "repetition_truncation", "no-usage",
+        "no-seconds", "float-seconds",
     }  # fmt: skip
+    table = (faults.__doc__ or "").split("=====\n", 2)[1]
+    rows = {line.split()[0] for line in table.splitlines() if line[:1].strip()}
+    documented = {kind for row in rows for kind in FAULT_KINDS if kind == row}
+    ranges = {"400 .. 503": set(STATUS_CASES), "200-401 .. 200-500": {"200-401", "200-402",
+                                                                       "200-429", "200-500"}}
+    for prefix, kinds in ranges.items():
+        assert prefix in table
+        documented |= kinds
+    assert documented == set(FAULT_KINDS)
     with pytest.raises(ValueError, match="unknown fault kind"):
         FaultRule("teapot")
 

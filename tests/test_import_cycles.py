@@ -6,8 +6,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "mimo_watchd"
 # Being untangled by other tasks of issue 10 (their cycles are left to them).
 ELSEWHERE = ("mimo_watchd.emulator", "mimo_watchd.audio")
@@ -103,8 +101,6 @@ def test_no_import_cycle_in_our_modules() -> None:
     assert ours == []
 
 
-@pytest.mark.xfail(strict=True, reason="emulator server <-> control/transcribe: the emulator "
-                   "task of issue 10 (item 4) moves their shared types below both")
 def test_no_import_cycle_anywhere() -> None:
     """No cycle of imports anywhere in the package (emulator and audio included)."""
     assert cycles(import_graph()) == []

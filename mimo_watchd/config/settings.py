@@ -184,11 +184,21 @@ class ApiSettings:
     language: str = option(default="auto", choices=LANGUAGES, help="transcription language")
     stream: bool = option(default=False, help="use server-sent events for responses")
     requests_per_minute: int = option(
-        default=90, minimum=1, help="client-side request budget (account limit: 100)")
+        default=100, minimum=1,
+        help="client-side request budget (account limit: 100); lower it when other clients "
+             "share the account")
     tokens_per_minute: int = option(
-        default=9000, minimum=100, help="client-side token budget (account limit: 10000)")
+        default=10000, minimum=100,
+        help="client-side token budget (account limit: 10000); lower it when other clients "
+             "share the account")
+    tpm_counts: str = option(
+        default="total", choices=("total", "prompt"),
+        help="what the account's tokens-per-minute limit counts: prompt plus completion "
+             "tokens, or prompt tokens only (undocumented by Xiaomi)")
     max_concurrency: int = option(
-        default=3, minimum=1, maximum=64, help="requests in flight at once")
+        default=8, minimum=1, maximum=64,
+        help="requests in flight at once, at most (fewer while the account refuses more); "
+             "also files worked on at once")
     max_retries: int = option(
         default=4, minimum=0, maximum=20, help="retries of a transient failure within one attempt")
     backoff_initial_seconds: float = option(default=1.0, minimum=0.0, help="first retry delay")

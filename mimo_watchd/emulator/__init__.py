@@ -7,6 +7,7 @@
 
 from mimo_watchd.emulator import tones
 from mimo_watchd.emulator.faults import FAULT_KINDS, FaultRule
-from mimo_watchd.emulator.server import CallRecord, Emulator, EmulatorConfig
+from mimo_watchd.emulator.records import CallRecord, EmulatorConfig
+from mimo_watchd.emulator.server import Emulator
 
 __all__ = ["FAULT_KINDS", "CallRecord", "Emulator", "EmulatorConfig", "FaultRule", "tones"]

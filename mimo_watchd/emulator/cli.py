@@ -6,13 +6,20 @@ The main CLI mounts it with ``add_arguments(subparser)`` and ``run(args)``.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 from types import FrameType
 
 from mimo_watchd.emulator.faults import FAULT_KINDS, FaultRule
-from mimo_watchd.emulator.server import Emulator, EmulatorConfig
+from mimo_watchd.emulator.limits import TPM_COUNTS
+from mimo_watchd.emulator.records import (
+    COMPLETION_TOKENS_PER_SECOND,
+    QUALITY_WINDOW_SECONDS,
+    EmulatorConfig,
+)
+from mimo_watchd.emulator.server import Emulator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +35,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="accepted key (repeatable); default: any non-empty key",
     )
+    parser.add_argument(
+        "--accept-either-key",
+        action="store_true",
+        help="with both auth headers sent, accept one valid key (default: both must be valid)",
+    )
     parser.add_argument("--latency-scale", type=float, default=1.0, help="0 answers at once")
     parser.add_argument("--rpm", type=int, default=100, help="requests per minute, 0 = no limit")
     parser.add_argument("--tpm", type=int, default=10_000, help="tokens per minute, 0 = no limit")
+    parser.add_argument(
+        "--tpm-counts", choices=TPM_COUNTS, default="total",
+        help="what the tokens-per-minute window charges (default %(default)s)",
+    )
+    parser.add_argument(
+        "--completion-tokens-per-second", type=float, default=COMPLETION_TOKENS_PER_SECOND,
+        help="completion tokens per second of audio (default %(default)s: Xiaomi's example, "
+        "4 s -> 20)",
+    )
+    parser.add_argument(
+        "--quality-window-seconds", type=float, default=QUALITY_WINDOW_SECONDS,
+        help="past this much audio in one request, drop 22.9 %% of the words, as measured for "
+        "the model (default %(default)g; 0 = never)",
+    )
     parser.add_argument("--max-concurrency", type=int, default=0, help="0 = no cap")
     parser.add_argument("--max-b64-chars", type=int, default=10_000_000)
     parser.add_argument(
@@ -61,6 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sse-comments", action="store_true", help="send ': keep-alive' lines in streams"
     )
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="log one line per request to stderr: what it received and answered (never the key)",
+    )
 
 
 def _fault(text: str) -> FaultRule:
@@ -90,9 +120,13 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         base_path=args.base_path,
         model=args.model,
         api_keys=frozenset(args.api_keys) if args.api_keys else None,
+        accept_either_key=args.accept_either_key,
         max_b64_chars=args.max_b64_chars,
         rpm=args.rpm or None,
         tpm=args.tpm or None,
+        tpm_counts=args.tpm_counts,
+        completion_tokens_per_second=args.completion_tokens_per_second,
+        quality_window_seconds=args.quality_window_seconds or None,
         max_concurrency=args.max_concurrency or None,
         latency_scale=args.latency_scale,
         faults=tuple(args.fault),
@@ -102,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         max_output_tokens=args.max_output_tokens,
         retry_after=args.retry_after,
         sse_comments=args.sse_comments,
+        verbose=args.verbose,
     )
 
 
@@ -112,6 +147,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"mimo-watchd emulate: {exc}", file=sys.stderr)
         return 2
+    if args.verbose:
+        to_stderr = logging.StreamHandler(sys.stderr)
+        to_stderr.setFormatter(logging.Formatter("%(asctime)s emulator: %(message)s"))
+        logger = logging.getLogger("mimo_watchd.emulator")
+        logger.addHandler(to_stderr)
+        logger.setLevel(logging.INFO)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

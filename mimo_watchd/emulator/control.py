@@ -1,26 +1,25 @@
 """Control routes for an emulator running in another process (a daemon under test).
 
-``GET /_emulator/calls``, ``GET|POST /_emulator/faults`` (POST: a JSON list of rules, or one
-rule), ``POST /_emulator/reset``, ``GET /_emulator/health``. They need no key and are not
-recorded as calls.
+``GET /_emulator/calls`` (every ``CallRecord``, with ``billed`` and ``ok`` = delivered),
+``GET|POST /_emulator/faults`` (POST: a JSON list of rules, or one rule), ``POST
+/_emulator/reset``, ``GET /_emulator/health`` (with the counts of calls, billed and delivered).
+They need no key and are not recorded as calls.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mimo_watchd.emulator.faults import FaultRule, encode_json
-
-if TYPE_CHECKING:
-    from mimo_watchd.emulator.server import Emulator, _Handler
+from mimo_watchd.emulator.records import Connection, Host
 
 PREFIX = "/_emulator/"
 
 
-def handle(handler: _Handler, emulator: Emulator, path: str, raw: bytes) -> None:
+def handle(conn: Connection, emulator: Host, path: str, raw: bytes) -> None:
     """Answer one control request."""
-    route = (handler.command, path[len(PREFIX) :].rstrip("/"))
+    route = (conn.command, path[len(PREFIX) :].rstrip("/"))
     status = 200
     body: Any
     if route == ("GET", "calls"):
@@ -40,10 +39,12 @@ def handle(handler: _Handler, emulator: Emulator, path: str, raw: bytes) -> None
         emulator.reset()
         body = {"ok": True}
     elif route == ("GET", "health"):
-        body = {"status": "ok", "url": emulator.url, "calls": len(emulator.calls)}
+        calls = emulator.calls
+        body = {"status": "ok", "url": emulator.url, "calls": len(calls),
+                "billed": sum(c.billed for c in calls), "delivered": sum(c.ok for c in calls)}
     else:
-        status, body = 404, {"error": f"no control route {handler.command} {path}"}
-    handler.send_bytes(status, encode_json(body), "application/json")
+        status, body = 404, {"error": f"no control route {conn.command} {path}"}
+    conn.send_bytes(status, encode_json(body), "application/json")
 
 
 def _rules(raw: bytes) -> list[FaultRule]:

@@ -3,26 +3,46 @@
 Bodies marked [DOC]/[OBS] are byte-for-byte the examples in ``mimo-api.md`` section 4; the others
 ([INF]) follow the same envelope because nobody has published a real one.
 
-A fault is drawn after the audio is decoded (so ``when_word`` can match) and after the limits:
+A fault is drawn after the audio is decoded (so ``when_word`` can match) and after the limits.
+"Billed" says whether the account charges the call (the model ran: ``CallRecord.billed``):
 
-=================  ==========================================================================
-400 .. 503         that status with its body (400: Param Incorrect, param "injected fault";
-                   429: the limitation body; 402-unwrapped: the bare ``{"type", "message"}``)
-404-html           openresty's HTML 404 page, ``text/html``
-500-empty          500 with ``Content-Length: 0``
-slow               waits ``delay`` (or ``EmulatorConfig.slow_seconds``), then answers normally
-hang               never answers; gives up when the client closes or the emulator stops
-drop-headers       closes the connection before the status line
-drop-body          200 and headers with the full Content-Length, half the body, then closes
-                   (streams: like drop-stream)
-drop-stream        a stream's role chunk and one more event, then closes mid-chunked-body
-                   (plain requests: like drop-body)
-no-done            a complete, cleanly ended stream without ``data: [DONE]`` (plain: no effect)
-length             the first half of the words, no full stop, ``finish_reason: "length"``
-content_filter     HTTP 200, content ``""``, ``finish_reason: "content_filter"``
-tags               ``<think>…</think>`` then the text in ``<english>`` (``<chinese>`` for zh)
-empty              HTTP 200, content ``""``, ``finish_reason: "stop"``
-=================  ==========================================================================
+=====================  =====================================================================
+400 .. 503             that status with its body (400: Param Incorrect, param "injected
+                       fault"; 429: the limitation body; 402-unwrapped: the bare
+                       ``{"type", "message"}``). Not billed.
+404-html               openresty's HTML 404 page, ``text/html``. Not billed.
+500-empty              500 with ``Content-Length: 0``. Not billed.
+200-401 .. 200-500     HTTP 200 whose body is that status's ``{"error": {...}}`` body (a third-
+                       party client guards against it, mimo-api.md s.7); a stream gets it as
+                       its only ``data:`` event. Not billed.
+slow                   waits ``delay`` (or ``EmulatorConfig.slow_seconds``), then answers
+                       normally. Billed even when the client gave up meanwhile.
+hang                   never answers; gives up when the client closes or the emulator stops.
+                       Not billed.
+drop-headers           the model runs, then the connection closes before the status line.
+                       Billed.
+drop-body              200 and headers with the full Content-Length, half the body, then
+                       closes (streams: like drop-stream). Billed.
+drop-stream            a stream's role chunk and one more event, then closes mid-chunked-body
+                       (plain requests: like drop-body). Billed.
+no-done                a complete stream (finish chunk, usage chunk), cleanly ended, without
+                       ``data: [DONE]`` (plain requests: no effect). Billed.
+length                 the first half of the words, no full stop, ``finish_reason: "length"``
+content_filter         HTTP 200, content ``""``, ``finish_reason: "content_filter"``
+tags                   ``<think>…</think>`` then the text in ``<english>`` (``<chinese>`` for zh)
+empty                  HTTP 200, content ``""``, ``finish_reason: "stop"``
+looping                one phrase (the first words heard) repeated LOOP_REPEATS times,
+                       ``finish_reason: "stop"``: the looping output MiMo models produce
+                       (a third-party client detects it and re-splits, mimo-api.md s.7)
+repetition_truncation  the same looping text with ``finish_reason: "repetition_truncation"``
+                       (MiMo chat models' own report of it)
+no-usage               the answer without ``usage`` (plain: no key; stream: no usage chunk),
+                       as in third-party fixtures
+no-seconds             ``usage`` without ``seconds``
+float-seconds          ``usage.seconds`` as a float with one decimal (e.g. 4.6)
+=====================  =====================================================================
+
+Every kind from ``length`` down answers HTTP 200 after the model ran: billed.
 """
 
 from __future__ import annotations
@@ -100,11 +120,16 @@ STATUS_FAULTS: dict[str, int] = {
     "500-empty": 500,
     "503": 503,
 }
+# Faults answered with HTTP 200 and an error body of that status.
+OK_ERROR_FAULTS: dict[str, str] = {f"200-{code}": code for code in ("401", "402", "429", "500")}
 # Faults that break the connection instead of answering (never a usable response).
 CONNECTION_FAULTS = ("hang", "drop-headers", "drop-body", "drop-stream", "no-done")
 # Faults that answer 200 but change the transcript or its finish_reason.
-CONTENT_FAULTS = ("length", "content_filter", "tags", "empty")
-FAULT_KINDS: tuple[str, ...] = (*STATUS_FAULTS, "slow", *CONNECTION_FAULTS, *CONTENT_FAULTS)
+CONTENT_FAULTS = ("length", "content_filter", "tags", "empty", "looping", "repetition_truncation")
+# Faults that answer 200 with a ``usage`` unlike the documented one.
+USAGE_FAULTS = ("no-usage", "no-seconds", "float-seconds")
+FAULT_KINDS: tuple[str, ...] = (*STATUS_FAULTS, *OK_ERROR_FAULTS, "slow", *CONNECTION_FAULTS,
+                                *CONTENT_FAULTS, *USAGE_FAULTS)
 
 
 def param_incorrect(detail: str) -> dict[str, Any]:

@@ -29,11 +29,6 @@ def usage(samples: int, sample_rate: int, completion_tokens: int) -> dict[str, A
     }
 
 
-def transcript(words: list[str]) -> str:
-    """The model's text for recognised words: space-joined with a final full stop."""
-    return " ".join(words) + "." if words else ""
-
-
 def tagged(text: str, language: str) -> str:
     """``text`` as the open model emits it: a think block and a language tag."""
     tag = "chinese" if language == "zh" else "english"
@@ -41,10 +36,11 @@ def tagged(text: str, language: str) -> str:
 
 
 def completion(
-    request_id: str, created: int, model: str, content: str, finish_reason: str, use: dict[str, Any]
+    request_id: str, created: int, model: str, content: str, finish_reason: str,
+    use: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The non-streaming response object."""
-    return {
+    """The non-streaming response object (without ``usage`` when ``use`` is None)."""
+    body: dict[str, Any] = {
         "id": request_id,
         "object": "chat.completion",
         "created": created,
@@ -62,8 +58,10 @@ def completion(
                 },
             }
         ],
-        "usage": use,
     }
+    if use is not None:
+        body["usage"] = use
+    return body
 
 
 def pieces(content: str) -> list[str]:
@@ -73,30 +71,44 @@ def pieces(content: str) -> list[str]:
 
 
 def sse_events(
-    request_id: str, created: int, model: str, content: str, finish_reason: str, use: dict[str, Any]
+    request_id: str, created: int, model: str, content: str, finish_reason: str,
+    use: dict[str, Any] | None,
 ) -> list[bytes]:
-    """Every ``data:`` event of a streamed answer, in order, ending with ``[DONE]``."""
+    """Every ``data:`` event of a streamed answer, in order, ending with ``[DONE]``.
 
-    def chunk(delta: dict[str, Any] | None, finish: str | None, **extra: Any) -> bytes:
+    The keys are the published ones (mimo-api.md s.3): each delta carries the message's keys
+    plus ``reasoning_content``; only the finish chunk has ``usage: null``; the usage chunk has
+    ``choices: []`` (left out when ``use`` is None).
+    """
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body: dict[str, Any] = {
             "id": request_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
-            if delta is not None
-            else [],
-            "usage": None,
+            "choices": choices,
+            **extra,
         }
-        body.update(extra)
         return b"data: " + encode_json(body) + b"\n\n"
 
-    def delta(text: str | None, role: str | None) -> dict[str, Any]:
-        return {"content": text, "role": role, "tool_calls": None}
+    def delta(text: str | None, role: str | None, finish: str | None) -> dict[str, Any]:
+        return {
+            "index": 0,
+            "delta": {"content": text, "role": role, "tool_calls": None, "audio": None,
+                      "audio_tokens": [], "reasoning_content": None},
+            "finish_reason": finish,
+        }
 
-    events = [chunk(delta("", "assistant"), None)]
-    events += [chunk(delta(p, None), None) for p in pieces(content)]
-    events.append(chunk(delta(None, None), finish_reason))
-    events.append(chunk(None, None, usage=use))
+    events = [chunk([delta("", "assistant", None)])]
+    events += [chunk([delta(p, None, None)]) for p in pieces(content)]
+    events.append(chunk([delta(None, None, finish_reason)], usage=None))
+    if use is not None:
+        events.append(chunk([], usage=use))
     events.append(b"data: [DONE]\n\n")
     return events
+
+
+def error_event(body: dict[str, Any]) -> bytes:
+    """An error body as the one ``data:`` event of a stream."""
+    return b"data: " + encode_json(body) + b"\n\n"

@@ -4,15 +4,20 @@ One request goes through the gateway's steps in this order, each able to refuse 
 
 1. route: ``POST {base_path}/chat/completions``; anything else is openresty's HTML 404;
 2. auth (``api-key`` or ``Authorization: Bearer``; both tolerated) -> 401;
-3. concurrency cap and RPM -> 429 (every admitted request counts, even one refused later);
-4. body validation (``validation.py``) -> 400 / 404 (model) / 500 (transcription fields);
-5. decoding with PyAV and tone recognition -> 400 when the audio does not decode, or is
-   longer than the model's context (``max_prompt_tokens``);
-6. TPM: the request's total tokens must fit in the window -> 429;
-7. fault injection (queued rules first, then the seeded random mix), latency, the answer.
+3. concurrency cap and RPM -> 429 (an admitted request counts unless it is answered 429);
+4. body validation (``validation.py``) -> 400 / 404 (model) / 500 (transcription fields; a
+   text part is the 400 first);
+5. decoding with PyAV and recognition (``content.py``: tone words, placeholder or silence) ->
+   400 when the audio does not decode, or is longer than the model's context
+   (``max_prompt_tokens``);
+6. TPM: the request's tokens (total or prompt, ``tpm_counts``) must fit in the window -> 429;
+   they leave it again unless the call is billed;
+7. fault injection (queued rules first, then the seeded random mix), latency (the model runs),
+   the answer.
 
 Every request outside the control routes, refused or faulted included, becomes a ``CallRecord``;
 it is listed from the moment the request arrives and complete before the response's last byte.
+With ``verbose``, each is logged as one line when it is done (``CallRecord.summary``).
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -36,79 +40,13 @@ from urllib.parse import urlsplit
 from mimo_watchd.emulator import control
 from mimo_watchd.emulator.faults import FaultBook, FaultRule
 from mimo_watchd.emulator.limits import AccountLimits
+from mimo_watchd.emulator.records import CallRecord, EmulatorConfig
 from mimo_watchd.emulator.transcribe import Exchange
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mimo_watchd.emulator")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # far above the 10 MB base64 limit; protects the emulator
 IDLE_TIMEOUT = 120.0  # seconds before an idle keep-alive connection is closed
-
-
-@dataclass(frozen=True)
-class EmulatorConfig:
-    """Everything about one emulator run; limits and latency follow ``mimo-api.md`` section 5."""
-
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: an ephemeral port, read it back from ``Emulator.url``
-    base_path: str = "/v1"
-    model: str = "mimo-v2.5-asr"
-    api_keys: frozenset[str] | None = None  # None: any non-empty key is accepted
-    max_b64_chars: int = 10_000_000
-    rpm: int | None = 100
-    tpm: int | None = 10_000
-    max_concurrency: int | None = None
-    window_seconds: float = 60.0
-    latency_base: float = 0.3
-    latency_per_second: float = 0.03
-    latency_scale: float = 1.0
-    max_output_tokens: int = 2048  # beyond this the answer is cut with finish_reason "length"
-    # [INF] 8K context minus ~2K output: longer audio (~16 min) is refused with a 400.
-    max_prompt_tokens: int | None = 6144
-    faults: tuple[FaultRule, ...] = ()
-    fault_rate: Mapping[str, float] = field(default_factory=dict)
-    seed: int | None = None
-    slow_seconds: float = 5.0  # the pause of a "slow" fault whose rule has no delay
-    sse_comments: bool = False  # interleave ": keep-alive" comment lines in streams
-    retry_after: int | None = None  # send Retry-After on rate-limit 429s (never seen live)
-
-    def __post_init__(self) -> None:
-        if self.api_keys is not None and not isinstance(self.api_keys, frozenset):
-            object.__setattr__(self, "api_keys", frozenset(self.api_keys))
-        object.__setattr__(self, "faults", tuple(self.faults))
-        path = self.base_path.strip("/")
-        object.__setattr__(self, "base_path", "/" + path if path else "")
-
-
-@dataclass
-class CallRecord:
-    """What the emulator saw and did for one API request."""
-
-    time: float
-    method: str
-    path: str
-    status: int | None = None  # HTTP status sent; None when the connection was dropped first
-    auth_style: str = "none"  # api-key / bearer / both / none
-    key_ok: bool = False
-    body: dict[str, Any] | None = None  # the JSON received, audio data as "<N base64 chars>"
-    stream: bool = False
-    language: str | None = None
-    mime: str | None = None
-    audio_sha256: str | None = None  # of the decoded base64 bytes
-    duration: float | None = None  # seconds of decoded audio
-    words: list[str] = field(default_factory=list)
-    content: str | None = None
-    finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
-    request_id: str | None = None
-    fault: str | None = None
-    error: str | None = None  # why it was refused or broken, for test failure messages
-    # A whole transcript with finish_reason "stop" was sent to a client still connected: what
-    # the account paid for and the client could use (successful_calls / success_counts).
-    ok: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (what ``GET /_emulator/calls`` returns)."""
-        return asdict(self)
 
 
 class Emulator:
@@ -119,7 +57,8 @@ class Emulator:
         cfg = self.config
         self.faults = FaultBook(cfg.faults, cfg.fault_rate, cfg.seed)
         self.limits = AccountLimits(
-            cfg.rpm, cfg.tpm, cfg.max_concurrency, window=cfg.window_seconds
+            cfg.rpm, cfg.tpm, cfg.max_concurrency, tpm_counts=cfg.tpm_counts,
+            window=cfg.window_seconds,
         )
         self.stopping = threading.Event()
         self._calls: list[CallRecord] = []
@@ -224,12 +163,20 @@ class Emulator:
         self.limits.reset()
 
     def successful_calls(self) -> list[CallRecord]:
-        """Calls that delivered a whole transcript (``ok``): what the account really paid for."""
+        """Calls that delivered a whole transcript (``ok``): what the client could use."""
         return [c for c in self.calls if c.ok]
 
     def success_counts(self) -> dict[str, int]:
-        """Successful calls per ``audio_sha256``; above 1 means the audio was paid for twice."""
+        """Delivered calls per ``audio_sha256``; above 1 means a client used the audio twice."""
         return dict(Counter(c.audio_sha256 for c in self.successful_calls() if c.audio_sha256))
+
+    def billed_calls(self) -> list[CallRecord]:
+        """Calls whose model ran (``billed``), delivered or not: what the account charges."""
+        return [c for c in self.calls if c.billed]
+
+    def billed_counts(self) -> dict[str, int]:
+        """Billed calls per ``audio_sha256``; above 1 means the audio was paid for twice."""
+        return dict(Counter(c.audio_sha256 for c in self.billed_calls() if c.audio_sha256))
 
     def latency(self, seconds: float) -> float:
         """How long the answer for ``seconds`` of audio takes (0.3 s + 0.03 s/s, scaled)."""
@@ -327,6 +274,8 @@ class _Handler(BaseHTTPRequestHandler):
             Exchange(self, emulator, call).run(raw)
         finally:
             emulator._leave()
+            if emulator.config.verbose:
+                log.info("%s", call.summary())
 
     def _read_body(self) -> bytes | None:
         """The request body (Content-Length or chunked); None when it cannot be read."""
@@ -356,7 +305,12 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(self.rfile.read(size))
             self.rfile.readline(3)
 
-    # -- writing helpers shared by Exchange and the control routes ----------------------------
+    # -- the Connection interface of Exchange and the control routes ---------------------------
+
+    def header(self, name: str) -> str | None:
+        """A request header's value, None when absent."""
+        value = self.headers.get(name)
+        return None if value is None else str(value)
 
     def send_bytes(
         self,
@@ -384,6 +338,23 @@ class _Handler(BaseHTTPRequestHandler):
         if cut_at is not None:
             self.abort()
         return True
+
+    def start_stream(self, status: int, content_type: str) -> None:
+        """Send the status line and headers of a chunked response (OSError: client gone)."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def write_chunk(self, data: bytes) -> None:
+        """One HTTP/1.1 chunk, flushed at once so the client sees events as they are sent."""
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def end_stream(self) -> None:
+        """The last (empty) chunk of a chunked response."""
+        self.wfile.write(b"0\r\n\r\n")
 
     def abort(self) -> None:
         """Close the connection at once, whatever was (not) sent."""

@@ -14,8 +14,9 @@ fragments of >= 0.13 s (half a default word is 0.15 s) are reported, through eve
 equal words need a gap of >= 50 ms between them, or they merge into one.
 
 Non-tonal audio (noise, speech, music, chords) is deliberately recognised as *nothing* rather
-than as nearest words: deterministic either way, and nothing means a noise-only chunk gives the
-same empty transcript as silence instead of invented words.
+than as nearest words: deterministic either way, and a test never sees invented words.
+``Recognizer.loud_seconds`` still tells such audio from silence (the emulator answers it with a
+placeholder saying what it heard, and silence with nothing).
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class Recognizer:
         self._window = np.hanning(self._frame)
         self._pending = np.zeros(0, dtype=np.float64)
         self._labels: list[int] = []  # word index per frame, -1 for none
+        self._loud_frames = 0
         self.samples = 0
 
     def feed(self, block: np.ndarray) -> None:
@@ -176,6 +178,7 @@ class Recognizer:
         """Word index (or -1) for each row of ``frames``."""
         labels = np.full(len(frames), -1, dtype=np.int64)
         loud = np.sqrt(np.mean(frames**2, axis=1)) >= GATE_RMS
+        self._loud_frames += int(loud.sum())
         if not loud.any():
             return labels.tolist()
         power = np.abs(np.fft.rfft(frames[loud] * self._window, self._nfft, axis=1)) ** 2
@@ -197,6 +200,11 @@ class Recognizer:
         ok = (share >= TONALITY) & near & (index >= 0) & (index < len(WORDS))
         labels[np.flatnonzero(loud)] = np.where(ok, index, -1)
         return labels.tolist()
+
+    @property
+    def loud_seconds(self) -> float:
+        """How much of the signal so far is above the energy gate (words or not)."""
+        return self._loud_frames * HOP_SECONDS
 
     def finish(self) -> list[str]:
         """The recognised words, in order."""

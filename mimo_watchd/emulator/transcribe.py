@@ -6,21 +6,20 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import av
-
-from mimo_watchd.emulator import responses
-from mimo_watchd.emulator.audiofile import iter_decoded
+from mimo_watchd.emulator import content, responses
 from mimo_watchd.emulator.faults import (
     ERROR_BODIES,
+    OK_ERROR_FAULTS,
     OPENRESTY_404,
     STATUS_FAULTS,
     FaultRule,
     encode_json,
     param_incorrect,
 )
-from mimo_watchd.emulator.tones import Recognizer
+from mimo_watchd.emulator.limits import Entry
+from mimo_watchd.emulator.records import CallRecord, Connection, Host
 from mimo_watchd.emulator.validation import (
     AudioRequest,
     Rejection,
@@ -33,142 +32,135 @@ from mimo_watchd.emulator.validation import (
     validate,
 )
 
-if TYPE_CHECKING:
-    from mimo_watchd.emulator.server import CallRecord, Emulator, _Handler
-
-SAMPLE_RATE = 16000  # the model works at 16 kHz; durations and tokens come from this decoding
 JSON = "application/json"
+SSE = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
-BROKEN = ("drop-body", "drop-stream", "no-done")  # 200 status, but no usable answer
+# 200 status, but the answer does not reach the client in the documented shape.
+BROKEN = ("drop-body", "drop-stream")
 
 
 class Exchange:
     """The emulator's side of one API request; fills in its ``CallRecord`` as it goes."""
 
-    def __init__(self, handler: _Handler, emulator: Emulator, call: CallRecord) -> None:
-        self.handler = handler
-        self.emulator = emulator
-        self.config = emulator.config
+    def __init__(self, conn: Connection, host: Host, call: CallRecord) -> None:
+        self.conn = conn
+        self.host = host
+        self.config = host.config
         self.call = call
+        self._admission: Entry | None = None  # this request in the RPM window
+        self._charge: Entry | None = None  # its tokens in the TPM window
+        self._in_flight = False  # counted against the concurrency cap
 
     def run(self, raw: bytes) -> None:
         """Answer the request whose body is ``raw``."""
-        handler, call = self.handler, self.call
-        if handler.command != "POST" or call.path != self.emulator.endpoint:
+        conn, call = self.conn, self.call
+        if conn.command != "POST" or call.path != self.host.endpoint:
             call.error = "no such route"
             self._send(404, OPENRESTY_404, "text/html")
             return
-        call.auth_style, keys = auth_style(
-            handler.headers.get("api-key"), handler.headers.get("Authorization")
-        )
-        call.key_ok = check_key(keys, self.config.api_keys)
+        call.auth_style, keys = auth_style(conn.header("api-key"), conn.header("Authorization"))
+        call.key_ok = check_key(keys, self.config.api_keys, either=self.config.accept_either_key)
         if not call.key_ok:
             self._reject(unauthorized())
             return
-        if not self.emulator.limits.enter():
+        self._admission = self.host.limits.enter()
+        if self._admission is None:
             self._rate_limited("RPM or concurrency cap")
             return
+        self._in_flight = True
         try:
             self._admitted(raw)
         finally:
-            self.emulator.limits.leave()
+            if not call.billed:
+                self._refund()
+            self._done()
+
+    def _done(self) -> None:
+        """The request no longer counts as in flight: called before its answer's first byte,
+        so a client that has the answer can send its next request within the cap."""
+        if self._in_flight:
+            self._in_flight = False
+            self.host.limits.leave()
 
     def _admitted(self, raw: bytes) -> None:
-        call = self.call
+        call, config = self.call, self.config
         try:
-            body = parse_body(raw, self.handler.headers.get("Content-Type"))
+            body = parse_body(raw, self.conn.header("Content-Type"))
             call.body = redact(body)
             call.stream = body.get("stream") is True
-            request = validate(
-                body, model=self.config.model, max_b64_chars=self.config.max_b64_chars
-            )
+            request = validate(body, model=config.model, max_b64_chars=config.max_b64_chars)
+            call.language, call.mime = request.language, request.mime
+            call.audio_sha256 = hashlib.sha256(request.audio).hexdigest()
+            heard = content.hear(request)
         except Rejection as rejection:
             self._reject(rejection)
             return
-        call.language, call.mime = request.language, request.mime
-        call.audio_sha256 = hashlib.sha256(request.audio).hexdigest()
-        try:
-            samples, words = self._recognize(request)
-        except Rejection as rejection:
-            self._reject(rejection)
-            return
-        call.duration, call.words = samples / SAMPLE_RATE, words
-        cap = self.config.max_output_tokens
-        use = responses.usage(samples, SAMPLE_RATE, min(len(words) + 1, cap))
-        context = self.config.max_prompt_tokens
+        call.duration, call.words = heard.seconds, heard.words
+        text, finish, use = content.answer(heard, config)
+        context = config.max_prompt_tokens
         if context is not None and use["prompt_tokens"] > context:
             self._reject(
                 bad(f"audio too long: {use['prompt_tokens']} prompt tokens exceed {context}")
             )
             return
-        if not self.emulator.limits.spend_tokens(use["total_tokens"]):
+        assert self._admission is not None  # run() admitted the request before this
+        self._charge = self.host.limits.charge(use, self._admission)
+        if self._charge is None:
             self._rate_limited("TPM")
             return
-        fault = self.emulator.faults.draw(words)
+        fault = self.host.faults.draw(heard.words)
         call.fault = fault.kind if fault else None
-        delay = self.emulator.latency(call.duration)
-        if fault and fault.kind == "slow":
+        if self._wait_for_the_model(heard.seconds, fault):
+            self._answer(request, heard.seconds, text, finish, use, call.fault)
+
+    def _wait_for_the_model(self, seconds: float, fault: FaultRule | None) -> bool:
+        """Sleep the latency (plus a slow fault's pause); False when the emulator stopped."""
+        delay = self.host.latency(seconds)
+        if fault is not None and fault.kind == "slow":
             delay += fault.delay or self.config.slow_seconds
-        if self.emulator.stopping.wait(delay) if delay > 0 else self.emulator.stopping.is_set():
-            call.error = "emulator stopped"
-            self.handler.abort()
-            return
-        if self.handler.peer_closed():
-            # The client timed out meanwhile: nobody will read this answer, so it must not count
-            # as a delivered (``ok``) transcript in the paid-twice checks.
-            call.error = "client gone before the answer"
-            self.handler.abort()
-            return
-        self._answer(request, words, use, fault)
+        stopping = self.host.stopping
+        if stopping.wait(delay) if delay > 0 else stopping.is_set():
+            self.call.error = "emulator stopped"
+            self.conn.abort()
+            return False
+        return True
 
-    def _recognize(self, request: AudioRequest) -> tuple[int, list[str]]:
-        """(decoded samples at 16 kHz, recognised words); 400 when PyAV cannot decode it."""
-        recognizer = Recognizer(SAMPLE_RATE)
-        try:
-            for block in iter_decoded(
-                request.audio, sample_rate=SAMPLE_RATE, container_format=request.container
-            ):
-                recognizer.feed(block)
-        except (av.FFmpegError, ValueError, OSError) as exc:
-            raise bad(f"audio could not be decoded as {request.container}: {exc}") from None
-        if recognizer.samples == 0:
-            raise bad("audio contains no samples")
-        return recognizer.samples, recognizer.finish()
-
-    def _answer(
-        self, request: AudioRequest, words: list[str], use: dict[str, Any], fault: FaultRule | None
-    ) -> None:
-        call, kind = self.call, fault.kind if fault else None
+    def _answer(self, request: AudioRequest, seconds: float, text: str, finish: str,
+                use: dict[str, Any], kind: str | None) -> None:
+        call = self.call
+        if kind in STATUS_FAULTS or kind in OK_ERROR_FAULTS or kind == "hang":
+            self._refund()
         if kind in STATUS_FAULTS:
             self._status_fault(str(kind))
             return
+        if kind in OK_ERROR_FAULTS:
+            self._error_inside_200(str(kind), request.stream)
+            return
         if kind == "hang":
             call.error = "hung until the client left or the emulator stopped"
-            while not self.emulator.stopping.wait(0.05) and not self.handler.peer_closed():
+            while not self.host.stopping.wait(0.05) and not self.conn.peer_closed():
                 pass
-            self.handler.abort()
+            self.conn.abort()
+            return
+        call.billed = True  # the model ran: from here on the account charges the call
+        if self.conn.peer_closed():
+            # The client timed out meanwhile: nobody reads this answer, so it is billed but
+            # never ``ok`` (delivered).
+            call.error = "client gone before the answer"
+            self.conn.abort()
             return
         if kind == "drop-headers":
             call.error = "connection dropped before the status line"
-            self.handler.abort()
+            self.conn.abort()
             return
-        content, finish = responses.transcript(words), "stop"
-        cap = self.config.max_output_tokens
-        if len(words) + 1 > cap:
-            content, finish = " ".join(words[:cap]), "length"
-        if kind == "length":
-            content, finish = " ".join(words[: len(words) // 2]), "length"
-        elif kind == "content_filter":
-            content, finish = "", "content_filter"
-        elif kind == "empty":
-            content = ""
-        elif kind == "tags":
-            content = responses.tagged(content, request.language)
+        answer, finish = _faulted_text(text, finish, kind, request.language)
+        sent = _faulted_usage(use, seconds, kind)
         request_id, created = uuid.uuid4().hex, int(time.time())
-        call.request_id, call.content = request_id, content
-        call.finish_reason, call.usage = finish, use
-        args = (request_id, created, request.model, content, finish, use)
-        call.ok = finish == "stop" and kind not in BROKEN  # set before the client can see it
+        call.request_id, call.content = request_id, answer
+        call.finish_reason, call.usage = finish, sent
+        args = (request_id, created, request.model, answer, finish, sent)
+        broken = kind in BROKEN or (kind == "no-done" and request.stream)
+        call.ok = finish == "stop" and not broken  # set before the client can see it
         if kind in ("drop-body", "drop-stream"):
             call.error = "connection dropped mid-body"
         if request.stream:
@@ -180,32 +172,29 @@ class Exchange:
         call.ok = call.ok and complete
 
     def _stream(self, events: list[bytes], kind: str | None) -> bool:
-        """Send ``events`` as a chunked SSE response; False when the client went away."""
-        handler = self.handler
+        """Send ``events`` as a chunked SSE response; False when it was cut or the client left."""
+        conn = self.conn
         if kind == "no-done":
             events = events[:-1]
         cut = kind in ("drop-stream", "drop-body")
         if cut:
             events = events[:2]  # the role chunk and one content (or the finish) chunk
         self.call.status = 200
+        self._done()
         try:
-            handler.send_response(200)
-            handler.send_header("Content-Type", "text/event-stream")
-            handler.send_header("Cache-Control", "no-cache")
-            handler.send_header("Transfer-Encoding", "chunked")
-            handler.end_headers()
+            conn.start_stream(200, SSE)
             for i, event in enumerate(events):
                 # Comments before the first event and after every second one: a client must
                 # skip them anywhere, including between the role and content chunks.
                 if self.config.sse_comments and i % 2 == 0:
-                    _write_chunk(handler, KEEP_ALIVE)
-                _write_chunk(handler, event)
+                    conn.write_chunk(KEEP_ALIVE)
+                conn.write_chunk(event)
             if cut:
-                handler.abort()
+                conn.abort()
                 return False
-            handler.wfile.write(b"0\r\n\r\n")
+            conn.end_stream()
         except OSError:
-            handler.close_connection = True
+            conn.abort()
             self.call.error = "client disconnected mid-stream"
             return False
         return True
@@ -224,11 +213,37 @@ class Exchange:
         else:
             self._send(status, encode_json(ERROR_BODIES[kind]), JSON)
 
+    def _error_inside_200(self, kind: str, stream: bool) -> None:
+        """HTTP 200 carrying an error body (a stream: as its only event, no ``[DONE]``)."""
+        code = OK_ERROR_FAULTS[kind]
+        self.call.error = f"injected {kind}"
+        if code == "429":
+            self._withdraw_admission()  # a 429 is a 429, whatever the status line says
+        body = ERROR_BODIES[code]
+        if stream:
+            self._stream([responses.error_event(body)], None)
+        else:
+            self._send(200, encode_json(body), JSON)
+
     def _rate_limited(self, why: str) -> None:
         self.call.error = f"rate limited: {why}"
+        self._withdraw_admission()
+        self._refund()
         retry_after = self.config.retry_after
         headers = [("Retry-After", str(retry_after))] if retry_after is not None else []
         self._send(429, encode_json(ERROR_BODIES["429"]), JSON, headers)
+
+    def _refund(self) -> None:
+        """Take this request's tokens out of the TPM window: the account charges only what it
+        bills. Done before an unbilled answer is sent, so a client sees the window as it is."""
+        if self._charge is not None:
+            self.host.limits.withdraw(self._charge)
+            self._charge = None
+
+    def _withdraw_admission(self) -> None:
+        """A request answered 429 leaves no trace in the RPM window (see ``limits``)."""
+        if self._admission is not None:
+            self.host.limits.withdraw(self._admission)
 
     def _reject(self, rejection: Rejection) -> None:
         self.call.error = str(rejection)
@@ -244,13 +259,36 @@ class Exchange:
         cut_at: int | None = None,
     ) -> bool:
         self.call.status = status  # before sending: the client may look at the record at once
-        sent = self.handler.send_bytes(status, body, content_type, headers or (), cut_at=cut_at)
+        self._done()
+        sent = self.conn.send_bytes(status, body, content_type, headers or (), cut_at=cut_at)
         if not sent:
             self.call.error = "client disconnected"
         return sent and cut_at is None
 
 
-def _write_chunk(handler: _Handler, data: bytes) -> None:
-    """One HTTP/1.1 chunk, flushed at once so the client sees events as they are sent."""
-    handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-    handler.wfile.flush()
+def _faulted_text(text: str, finish: str, kind: str | None, language: str) -> tuple[str, str]:
+    """The content and finish_reason a content fault makes of the model's answer."""
+    if kind == "length":
+        return content.truncated(text, 0.5), "length"
+    if kind == "content_filter":
+        return "", "content_filter"
+    if kind == "empty":
+        return "", finish
+    if kind == "tags":
+        return responses.tagged(text, language), finish
+    if kind == "looping":
+        return content.looping(text), finish
+    if kind == "repetition_truncation":
+        return content.looping(text), "repetition_truncation"
+    return text, finish
+
+
+def _faulted_usage(use: dict[str, Any], seconds: float, kind: str | None) -> dict[str, Any] | None:
+    """The ``usage`` a usage fault sends instead of the documented one."""
+    if kind == "no-usage":
+        return None
+    if kind == "no-seconds":
+        return {k: v for k, v in use.items() if k != "seconds"}
+    if kind == "float-seconds":
+        return {**use, "seconds": round(seconds, 1)}
+    return use

@@ -57,26 +57,31 @@ class AudioRequest:
 
 def auth_style(api_key: str | None, authorization: str | None) -> tuple[str, list[str]]:
     """Which auth headers the request carries (``api-key``/``bearer``/``both``/``none``) and
-    the keys found in them (empty keys dropped)."""
+    the key each of them holds, in that order ("" for a header that holds none)."""
     keys: list[str] = []
-    bearer = None
+    if api_key is not None:
+        keys.append(api_key.strip())
     if authorization is not None:
         scheme, _, value = authorization.strip().partition(" ")
-        bearer = value.strip() if scheme.lower() == "bearer" else ""
-    if api_key is not None and api_key.strip():
-        keys.append(api_key.strip())
-    if bearer:
-        keys.append(bearer)
-    present = [api_key is not None, authorization is not None]
+        keys.append(value.strip() if scheme.lower() == "bearer" else "")
+    present = (api_key is not None, authorization is not None)
     style = {(True, True): "both", (True, False): "api-key", (False, True): "bearer"}
-    return style.get((present[0], present[1]), "none"), keys
+    return style.get(present, "none"), keys
 
 
-def check_key(keys: list[str], accepted: frozenset[str] | None) -> bool:
-    """Whether one of ``keys`` is acceptable (any non-empty key when ``accepted`` is None)."""
-    if accepted is None:
-        return bool(keys)
-    return any(k in accepted for k in keys)
+def check_key(keys: list[str], accepted: frozenset[str] | None, *, either: bool = False) -> bool:
+    """Whether the keys sent are acceptable (any non-empty key when ``accepted`` is None).
+
+    With both headers sent, every key must be valid; ``either`` accepts one valid key (the
+    record only says sending both is tolerated, mimo-api.md s.1: the strict reading is default).
+    """
+
+    def valid(key: str) -> bool:
+        return bool(key) and (accepted is None or key in accepted)
+
+    if not keys:
+        return False
+    return any(map(valid, keys)) if either else all(map(valid, keys))
 
 
 def unauthorized() -> Rejection:
@@ -118,6 +123,9 @@ def redact(body: dict[str, Any]) -> dict[str, Any]:
 def validate(body: dict[str, Any], *, model: str, max_b64_chars: int) -> AudioRequest:
     """Check every field of a chat-completions ASR request; raise ``Rejection`` at the first
     problem, in the order a gateway meets them (fields, model, messages, options, audio)."""
+    # The text-part refusal (400) wins over every other problem, unknown transcription fields
+    # included: the live probe sent both and got the 400 (mimo-api.md s.1 [OBS]).
+    _refuse_text_parts(body.get("messages"))
     if TRANSCRIPTION_FIELDS & body.keys():
         raise Rejection(500, ERROR_BODIES["500"], "OpenAI transcription field")
     unknown = sorted(body.keys() - ALLOWED_FIELDS)
@@ -162,17 +170,22 @@ def _language(options: Any) -> str:
     return str(language)
 
 
+def _refuse_text_parts(messages: Any) -> None:
+    """The observed 400 when any message holds a ``{"type": "text"}`` part."""
+    if not isinstance(messages, list):
+        return
+    for message in messages:
+        parts = message.get("content") if isinstance(message, dict) else None
+        if isinstance(parts, list) and any(
+            isinstance(p, dict) and p.get("type") == "text" for p in parts
+        ):
+            raise bad(TEXT_PART_PARAM)
+
+
 def _audio_part(messages: Any) -> dict[str, Any]:
     """The ``input_audio`` object of the one user message's one content part."""
     if not isinstance(messages, list) or not messages:
         raise bad("messages must be a non-empty array")
-    parts_seen: list[Any] = []
-    for message in messages:
-        if isinstance(message, dict) and isinstance(message.get("content"), list):
-            parts_seen.extend(message["content"])
-    # The text-part refusal wins over every other message problem, as observed live.
-    if any(isinstance(p, dict) and p.get("type") == "text" for p in parts_seen):
-        raise bad(TEXT_PART_PARAM)
     if len(messages) != 1:
         raise bad("messages must contain exactly one user message")
     message = messages[0]
