@@ -19,8 +19,13 @@ _OUTPUT_FOLDERS = ("processed_dir", "failed_dir", "output_dir")
 
 def problems(settings: Settings) -> list[str]:
     """Hooks with nothing to run, nested watches, output folders or the state folder inside a
-    watched tree; each as ``path: message``."""
+    watched tree, margins wider than the silences they are kept in; each as ``path: message``."""
     found: list[str] = []
+    audio = settings.audio
+    if audio.skip_silence_seconds < 2 * audio.silence_margin_seconds:
+        found.append(f"audio.skip_silence_seconds: {audio.skip_silence_seconds:g} is less than "
+                     "twice audio.silence_margin_seconds "
+                     f"({audio.silence_margin_seconds:g}): the margins would fill the silence")
     watches = settings.watches
     for i, w in enumerate(watches):
         for hook in ("on_success", "on_failure"):
