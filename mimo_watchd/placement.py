@@ -65,13 +65,15 @@ class Plan:
     identity: dict[str, Any] | None = None  # Identity.to_json() of the file the job used
     sha256: str | None = None
     moved_from: str | None = None  # our audio's earlier name, while it moves to audio_dest
+    formats: tuple[str, ...] = outputs.DEFAULT_FORMATS  # the sidecars of a done set
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
-        return cls(**d)
+        # Plans recorded before formats existed wrote the default set.
+        return cls(**{**d, "formats": tuple(d.get("formats", outputs.DEFAULT_FORMATS))})
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,8 @@ def choose(watch: WatchSettings, source: Path, kind: str, *, identity: Identity 
         side_dir = (watch.output_dir / rel) if watch.output_dir else audio_dir
     base = Plan(kind=kind, source=str(source), audio_dest=str(audio_dir / source.name),
                 sidecar_dir=str(side_dir), stem="",
-                identity=identity.to_json() if identity else None, sha256=sha256)
+                identity=identity.to_json() if identity else None, sha256=sha256,
+                formats=watch.formats)
     sfx = outputs.suffixes(kind)
     for step in _steps(_at(base, 0)):
         if not _exists(Path(step.audio_dest)) and not any(
@@ -311,7 +314,7 @@ def _write_sidecars(step: Plan, document: dict[str, Any],
     this call wrote is removed again). Resuming, a file with the very bytes is our own."""
     written: list[tuple[Path, bytes]] = []
     files: dict[str, Path] = {}
-    for suffix, data in outputs.sidecar_files(step.kind, document):
+    for suffix, data in outputs.sidecar_files(step.kind, document, step.formats):
         path = Path(step.sidecar_dir) / f"{step.stem}{suffix}"
         try:
             fsutil.atomic_write(path, data)
