@@ -334,6 +334,8 @@ class Daemon:
             log.error("reload.rejected", problems=exc.problems, config=str(self.config_path))
             self.notifier.ready(self.status_line())
             return
+        for warning in new.warnings:
+            log.warning("config.retired_option", detail=warning)
         with self.config_lock:
             old = self.settings
             self.settings = new
@@ -438,4 +440,6 @@ def run(config_path: Path, *, once: bool = False) -> int:
     from mimo_watchd import logsetup
 
     logsetup.configure(settings.log.level, settings.log.format)
+    for warning in settings.warnings:
+        log.warning("config.retired_option", detail=warning)
     return Daemon(settings, once=once, config_path=config_path).run()
