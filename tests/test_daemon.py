@@ -72,7 +72,7 @@ def test_once_processes_backlog_and_restart_pays_nothing(emu: Emulator, layout: 
     assert (layout.processed / "a" / "b" / "deep.txt").read_text() == text_for(6) + "\n"
     assert not any(p.is_file() for p in layout.inbox.rglob("*"))
     doc = json.loads((layout.processed / "f0.json").read_text())
-    assert doc["schema"] == "mimo-watchd/transcript@1"
+    assert doc["schema"] == "mimo-watchd/transcript@2"
     assert doc["usage"]["seconds"] >= 1 and doc["chunks"][0]["request_id"]
     assert doc["source"]["original_path"] == str(layout.inbox / "f0.wav")
     lines = d.saw("job.done")
