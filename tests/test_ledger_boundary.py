@@ -29,8 +29,10 @@ CALLS: dict[str, dict[str, Any]] = {
     "record_response": {"sha256": "s", "variant": "v", "span": "0", "job_id": 1, "raw": {}},
     "lookup_response": {"sha256": "s", "variant": "v", "span": "0"},
     "counts": {},
+    "failed_files": {},
     "recent_failures": {},
     "jobs": {},
+    "verify": {},
     "close": {},
 }
 
@@ -48,7 +50,8 @@ def test_every_protocol_method_works_on_sqlite(tmp_path: Path) -> None:
         getattr(ledger, name)(**kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(set(CALLS) - {"close"}))
+# (verify asks whether the file is still the one opened, which a closed connection does not change)
+@pytest.mark.parametrize("name", sorted(set(CALLS) - {"close", "verify"}))
 def test_a_storage_failure_is_a_ledger_error(tmp_path: Path, name: str) -> None:
     """Every method raises LedgerError, chained to the sqlite3 error, when the storage fails."""
     ledger = SqliteLedger(tmp_path)

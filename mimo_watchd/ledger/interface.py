@@ -7,7 +7,8 @@ nor a re-queue pays for the same audio twice. Where a job's outputs go (``plan``
 are recorded *before* they are written, so recovery after a crash finishes the same placement.
 
 Every implementation raises :class:`~mimo_watchd.errors.LedgerError` for a failure of its
-storage, and nothing else of its driver's.
+storage, and nothing else of its driver's: ``LedgerFullError`` when there is no space left for
+a write, ``LedgerLostError`` when the storage is corrupt or was deleted or replaced.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ class Ledger(Protocol):
 
     def requeue(self, job_id: int, *, delay: float = 0.0, error: str | None = None,
                 refund_attempt: bool = False) -> None:
-        """Back to QUEUED, due after ``delay``; ``refund_attempt`` for pauses."""
+        """Back to QUEUED, due after ``delay``; ``refund_attempt`` for pauses.
+
+        The wait never lasts longer than ``delay``, whatever the wall clock does meanwhile."""
 
     def set_plan(self, job_id: int, plan: dict[str, Any], result: dict[str, Any]) -> None:
         """Records, durably, where the outputs will go and what they hold, before writing."""
@@ -108,11 +111,20 @@ class Ledger(Protocol):
     def counts(self) -> dict[str, int]:
         """Jobs per state (every state present)."""
 
+    def failed_files(self) -> int:
+        """Files now in a failed folder: failed jobs not moved back by ``retry`` since (a file
+        that failed, was retried and failed again counts once)."""
+
     def recent_failures(self, limit: int = 10) -> list[Job]:
-        """The latest FAILED jobs, newest first."""
+        """The latest of those files' jobs, newest first."""
 
     def jobs(self, state: State | None = None) -> list[Job]:
         """Every job (in this state), oldest first."""
+
+    # --- health
+    def verify(self) -> None:
+        """Raises LedgerLostError when the storage was deleted or replaced since it was opened
+        (whatever is written then would be lost)."""
 
     def close(self) -> None:
         """Releases the storage; the ledger is unusable afterwards."""
