@@ -22,9 +22,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mimo_watchd import subtitles
+from mimo_watchd import subtitles, timeline
 from mimo_watchd.fsutil import atomic_write
-from mimo_watchd.records import Transcribed
 
 ERROR_SUFFIX = ".error.json"
 DEFAULT_FORMATS = ("txt", "json")
@@ -57,7 +56,7 @@ def _render(fmt: str, document: dict[str, Any]) -> bytes:
         return encode_text(text + "\n" if text else "")
     if fmt == "json":
         return dumps(document).encode("utf-8")
-    cues = subtitles.cues(Transcribed.from_json(document).timeline())
+    cues = subtitles.cues(timeline.of_document(document))
     return encode_text(subtitles.srt(cues) if fmt == "srt" else subtitles.vtt(cues))
 
 

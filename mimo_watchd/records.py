@@ -27,19 +27,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mimo_watchd import __version__
+from mimo_watchd import __version__, timeline
 from mimo_watchd.errors import ApiError, MimoWatchdError
+from mimo_watchd.timeline import SCHEMA_1, Segment
 from mimo_watchd.timestamps import iso_seconds
-from mimo_watchd.transcription import (
-    USAGE_FIELDS,
-    ChunkResult,
-    Segment,
-    TranscriptResult,
-    flat_usage,
-)
+from mimo_watchd.transcription import USAGE_FIELDS, ChunkResult, TranscriptResult, flat_usage
 
 SCHEMA = "mimo-watchd/transcript@2"
-SCHEMA_1 = "mimo-watchd/transcript@1"  # 0.1's: read back and rendered as it was
 ERROR_SCHEMA = "mimo-watchd/error@1"
 TOOL = "mimo-watchd"
 
@@ -133,17 +127,6 @@ class Levels:
                 "silence_db": self.silence_db}
 
 
-def segment_json(segment: Segment) -> dict[str, Any]:
-    """A segment as the sidecar holds it."""
-    return {"start": segment.start, "end": segment.end, "text": segment.text,
-            "pieces": [list(p) for p in segment.pieces]}
-
-
-def segment_from_json(doc: Mapping[str, Any]) -> Segment:
-    return Segment(start=doc["start"], end=doc["end"], text=doc["text"],
-                   pieces=tuple((a, b) for a, b in doc["pieces"]))
-
-
 def _rounded(segment: Segment) -> Segment:
     return Segment(round(segment.start, 3), round(segment.end, 3), segment.text,
                    tuple((round(a, 3), round(b, 3)) for a, b in segment.pieces))
@@ -215,7 +198,7 @@ class Transcribed:
         if doc["schema"] == SCHEMA_1:
             return cls(**common, schema=SCHEMA_1)
         levels = doc["levels"]
-        return cls(**common, segments=tuple(segment_from_json(s) for s in doc["segments"]),
+        return cls(**common, segments=timeline.of_document(doc),
                    audio_seconds=doc["audio_seconds"], sent_seconds=doc["sent_seconds"],
                    levels=None if levels is None else Levels.from_json(levels),
                    no_speech_reason=doc["no_speech_reason"])
@@ -223,14 +206,6 @@ class Transcribed:
     @property
     def outcome(self) -> str:
         return "done" if self.duplicate_of is None else "duplicate"
-
-    def timeline(self) -> tuple[Segment, ...]:
-        """The segments; for a transcript stored by 0.1 (no segments), the whole text over
-        the whole recording."""
-        if self.schema != SCHEMA_1:
-            return self.segments
-        whole = self.source.duration_seconds
-        return (Segment(0.0, whole, self.text, ((0.0, whole),)),)
 
     @property
     def no_speech(self) -> bool:
@@ -265,7 +240,7 @@ class Transcribed:
                 "sent_seconds": self.sent_seconds,
                 "levels": None if self.levels is None else self.levels.to_json(),
                 "usage": self.usage.to_json(),
-                "segments": [segment_json(s) for s in self.segments],
+                "segments": [timeline.to_json(s) for s in self.segments],
                 "chunks": [c.to_json() for c in self.chunks],
             }
         doc["timing"] = self.timing.to_json()

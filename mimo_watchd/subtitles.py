@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mimo_watchd.transcription import Pieces, Segment
+from mimo_watchd.timeline import Pieces, Segment
 
 LINE_WIDTH = 42  # columns per line: the usual subtitle limit for Latin script
 CUE_WIDTH = 2 * LINE_WIDTH  # two lines per cue

@@ -36,12 +36,11 @@ from mimo_watchd.config import AudioSettings
 from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, TransientApiError
 from mimo_watchd.fsutil import sha256_file
 from mimo_watchd.inputs import InputFile
+from mimo_watchd.timeline import Pieces, Segment
 from mimo_watchd.timestamps import now_iso
 
 USAGE_FIELDS = ("seconds", "prompt_tokens", "completion_tokens", "total_tokens", "audio_tokens")
 MIN_RESPLIT_SECONDS = 4.0
-
-Pieces = tuple[tuple[float, float], ...]
 
 
 class Journal(Protocol):
@@ -78,18 +77,6 @@ class ChunkResult:
     def sent_seconds(self) -> float:
         """Seconds of audio sent."""
         return sum(b - a for a, b in self.sent)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A clip's share of the transcript, in source time: ``text`` was said between ``start``
-    and ``end``, in the source ranges ``pieces`` (more than one where a long silence inside
-    was left out; an overlapped clip's repeated start belongs to the clip before it)."""
-
-    start: float
-    end: float
-    text: str
-    pieces: Pieces
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mimo_watchd import records
+from mimo_watchd import records, timeline
 from mimo_watchd.audio import AudioInfo, AudioSummary
 from mimo_watchd.errors import PermanentApiError
 from mimo_watchd.outputs import dumps
@@ -108,7 +108,7 @@ def test_a_transcript_of_0_1_spans_the_whole_recording() -> None:
     """A result stored by 0.1 (no segments) times its text over the whole recording, and its
     line says what it knew (no seconds sent)."""
     record = Transcribed.from_json(json.loads(SIDECAR_0_1_0))
-    (whole,) = record.timeline()
+    (whole,) = timeline.of_document(json.loads(SIDECAR_0_1_0))
     assert (whole.start, whole.end, whole.text, whole.pieces) == (0.0, 20.0, "你好 world",
                                                                   ((0.0, 20.0),))
     assert record.log_fields()["audio_seconds"] == 20.0

@@ -19,7 +19,7 @@ from mimo_watchd.config import WatchSettings
 from mimo_watchd.inputs import InputFile
 from mimo_watchd.records import Transcribed
 from mimo_watchd.subtitles import CUE_WIDTH, LINE_WIDTH, Cue, cues, width
-from mimo_watchd.transcription import Segment
+from mimo_watchd.timeline import Segment
 
 ENGLISH = ("Good morning. Could you tell me what the weather will be like today? I would like "
            "to go for a walk, if it does not rain, in the park near the river. Then we could "
