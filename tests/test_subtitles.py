@@ -8,6 +8,8 @@ import html
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from mimo_watchd.inputs import InputFile
 from mimo_watchd.records import Transcribed
 from mimo_watchd.subtitles import CUE_WIDTH, LINE_WIDTH, Cue, cues, width
 from mimo_watchd.timeline import Segment
+from tests.daemon_support import REPO
 
 ENGLISH = ("Good morning. Could you tell me what the weather will be like today? I would like "
            "to go for a walk, if it does not rain, in the park near the river. Then we could "
@@ -179,3 +182,15 @@ def test_a_stray_subtitle_file_moves_the_set_to_the_next_stem(tmp_path: Path) ->
     assert (processed / "a.vtt").read_text() == "WEBVTT\n\n"
     assert re.fullmatch(r"alpha\.\n", (processed / "a.wav.txt").read_text())
     assert json.loads((processed / "a.wav.json").read_text())["transcript"] == "alpha."
+
+
+def test_writing_sidecars_loads_no_audio_or_http_library() -> None:
+    """``outputs`` (which status, retry and the hooks import for ``dumps``) renders every
+    format, subtitles too, without loading PyAV, numpy or httpx."""
+    code = ("import json, sys\n"
+            "from mimo_watchd import outputs\n"
+            "print(json.dumps(sorted(m for m in sys.modules\n"
+            "                        if m.split('.')[0] in ('av', 'numpy', 'httpx'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    assert json.loads(out.stdout) == []
