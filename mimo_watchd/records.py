@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mimo_watchd import __version__, timeline
+from mimo_watchd.billing import Cost, Price
 from mimo_watchd.errors import ApiError, MimoWatchdError
 from mimo_watchd.timeline import SCHEMA_1, Segment
 from mimo_watchd.timestamps import iso_seconds
@@ -163,11 +164,13 @@ class Transcribed:
     levels: Levels | None = None
     no_speech_reason: str | None = None
     schema: str = SCHEMA  # the layout it renders: SCHEMA_1 for a result stored by 0.1
+    cost: Cost | None = None  # None: made before costs were kept, or without a price
 
     @classmethod
     def from_result(cls, result: TranscriptResult, *, path: str, original_path: str,
-                    arrived_at: str | None = None) -> Transcribed:
-        """The record of a file just transcribed (``path``: where its audio is, or goes)."""
+                    arrived_at: str | None = None, price: Price | None = None) -> Transcribed:
+        """The record of a file just transcribed (``path``: where its audio is, or goes);
+        with ``price``, what its answers cost."""
         info, summary = result.info, result.summary
         levels = None if summary is None else Levels(
             round(summary.floor_db, 1), round(summary.peak_db, 1), round(summary.silence_db, 1))
@@ -184,7 +187,8 @@ class Transcribed:
             segments=tuple(_rounded(s) for s in result.segments),
             audio_seconds=None if summary is None else round(summary.audio_seconds, 3),
             sent_seconds=round(result.sent_seconds, 3), levels=levels,
-            no_speech_reason=result.no_speech_reason)
+            no_speech_reason=result.no_speech_reason,
+            cost=Cost.of([c.usage for c in result.chunks], price) if price else None)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Transcribed:
@@ -194,7 +198,8 @@ class Transcribed:
             model=doc["model"], usage=Usage.from_json(doc["usage"]),
             chunks=tuple(Chunk.from_json(c) for c in doc["chunks"]),
             timing=Timing(**timing), tool_version=tool["version"],
-            duplicate_of=doc.get("duplicate_of"))
+            duplicate_of=doc.get("duplicate_of"),
+            cost=Cost.from_json(doc["cost"]) if doc.get("cost") else None)
         if doc["schema"] == SCHEMA_1:
             return cls(**common, schema=SCHEMA_1)
         levels = doc["levels"]
@@ -211,10 +216,13 @@ class Transcribed:
     def no_speech(self) -> bool:
         return self.text == ""
 
-    def reused(self, *, path: str, original_path: str, arrived_at: str | None) -> Transcribed:
-        """This transcript for another file of the same content (a duplicate of this one)."""
+    def reused(self, *, path: str, original_path: str, arrived_at: str | None,
+               price: Price | None = None) -> Transcribed:
+        """This transcript for another file of the same content (a duplicate of this one,
+        which cost nothing)."""
         return replace(self.placed(path=path, original_path=original_path,
-                                   arrived_at=arrived_at), duplicate_of=self.source.path)
+                                   arrived_at=arrived_at), duplicate_of=self.source.path,
+                       cost=Cost.nothing(price) if price else None)
 
     def placed(self, *, path: str, original_path: str, arrived_at: str | None) -> Transcribed:
         """This record for a file that arrived at ``original_path`` and goes to ``path``."""
@@ -247,21 +255,25 @@ class Transcribed:
         doc["tool"] = {"name": TOOL, "version": self.tool_version}
         if self.duplicate_of is not None:
             doc["duplicate_of"] = self.duplicate_of
+        if self.cost is not None:
+            doc["cost"] = self.cost.to_json()
         return doc
 
     def log_fields(self) -> dict[str, Any]:
-        """Seconds of audio, sent and billed, clips and calls; a duplicate sent and paid
-        nothing: its line says 0 and names the file it reuses."""
+        """Seconds of audio, sent and billed, clips and calls (and the cost, when known); a
+        duplicate sent and paid nothing: its line says 0 and names the file it reuses."""
         audio = (self.audio_seconds if self.audio_seconds is not None
                  else self.source.duration_seconds)
+        cost = ({"cost": self.cost.amount, "currency": self.cost.currency}
+                if self.cost is not None else {})
         if self.duplicate_of is not None:
             return {"audio_seconds": audio, "sent_seconds": 0, "billed_seconds": 0,
                     "tokens": 0, "clips": 0, "api_calls": 0, "no_speech": self.no_speech,
-                    "duplicate_of": self.duplicate_of}
+                    "duplicate_of": self.duplicate_of, **cost}
         return {"audio_seconds": audio, "sent_seconds": self.sent_seconds,
                 "billed_seconds": self.usage.seconds, "tokens": self.usage.total_tokens,
                 "clips": len(self.chunks), "api_calls": sum(c.attempts for c in self.chunks),
-                "no_speech": self.no_speech}
+                "no_speech": self.no_speech, **cost}
 
 
 @dataclass(frozen=True)

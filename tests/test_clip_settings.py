@@ -74,13 +74,13 @@ def test_check_prints_the_warnings(tmp_path: Path) -> None:
 def test_bad_formats_and_margins_are_reported_with_their_paths(tmp_path: Path) -> None:
     """An unknown format, a format named twice, no format, and margins wider than half the
     skipped silence: each reported with its path."""
-    for formats, message in (("[txt, docx]", "items must be among txt, json, srt, vtt; got "
-                                             "'docx'"),
-                             ("[srt, srt]", "srt named more than once"),
-                             ("[]", "name at least one of txt, json, srt, vtt")):
+    for formats, message in (("[txt, docx]", "formats[1]: must be one of txt, json, srt, vtt; "
+                                             "got 'docx'"),
+                             ("[srt, srt]", "formats: srt named more than once"),
+                             ("[]", "formats: name at least one of txt, json, srt, vtt")):
         with pytest.raises(ConfigError) as caught:
             load(config(tmp_path, "  skip_silence: true", f"    formats: {formats}\n"))
-        assert caught.value.problems == [f"watches[0].formats: {message}"]
+        assert caught.value.problems == [f"watches[0].{message}"]
     with pytest.raises(ConfigError) as caught:
         load(config(tmp_path, "  skip_silence_seconds: 0.5\n  silence_margin_seconds: 0.3"))
     assert caught.value.problems == [

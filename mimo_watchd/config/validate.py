@@ -100,12 +100,9 @@ class Validator:
             if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
                 self.problem(path, "must be a list of non-empty strings")
                 return self.placeholder(opt)
-            wrong = [x for x in raw if opt.choices and x not in opt.choices]
-            if wrong:
-                self.problem(path, f"items must be among {', '.join(opt.choices)}; got "
-                             f"{', '.join(map(repr, wrong))}")
-                return self.placeholder(opt)
-            return self.checked(path, tuple(raw), opt)
+            for i, item in enumerate(raw):
+                self.checked(f"{path}[{i}]", item, opt)
+            return tuple(raw)
         if kind == "bool":
             if not isinstance(raw, bool):
                 self.problem(path, f"must be true or false, not {raw!r}")
@@ -116,20 +113,23 @@ class Validator:
         if not isinstance(raw, str) or not raw.strip():
             self.problem(path, f"must be a non-empty string, not {raw!r}")
             return self.placeholder(opt)
-        if opt.choices and raw not in opt.choices:
-            self.problem(path, f"must be one of {', '.join(opt.choices)}; got {raw!r}")
+        if not self.checked(path, raw, opt):
             return self.placeholder(opt)
-        self.checked(path, raw, opt)
         return self.resolve(raw) if kind == "path" else raw
 
-    def checked(self, path: str, value: Any, opt: Opt) -> Any:
-        """``value``, after the option's own ``check`` (a problem when it raises ValueError)."""
+    def checked(self, path: str, raw: str, opt: Opt) -> bool:
+        """Whether a string (or a list's item) is one of the option's choices and passes its
+        check; a problem is noted when not."""
+        if opt.choices and raw not in opt.choices:
+            self.problem(path, f"must be one of {', '.join(opt.choices)}; got {raw!r}")
+            return False
         if opt.check is not None:
             try:
-                opt.check(value)
+                opt.check(raw)
             except ValueError as exc:
                 self.problem(path, str(exc))
-        return value
+                return False
+        return True
 
     def number(self, path: str, raw: Any, opt: Opt) -> Any:
         ok = isinstance(raw, int) if opt.kind == "int" else isinstance(raw, int | float)
