@@ -216,4 +216,24 @@ def run(args: argparse.Namespace) -> Section:
              "journaled for that file; the daemon runs max_concurrency (3) jobs at once, so of "
              "four files the fourth waits for a free worker.")
     return Section(NAME, "Long recordings through the daemon", setup, [t1, t2, t3], verdicts,
-                   ok=all(ok))
+                   notes=notes(ceiling[labels[0]], ceiling[labels[1]], big[labels[0]].cpu,
+                               big[labels[1]].cpu, args.hours), ok=all(ok))
+
+
+def notes(ceiling_new: float, ceiling_old: float, cpu_new: float, cpu_old: float,
+          hours: float) -> str:
+    """What the figures of parts 2 and 3 do and do not say."""
+    return (
+        "The account's window is a sliding minute: a full minute's tokens go at once at the "
+        "start, so a run of a few minutes (part 3) can reach a rate above the ceiling. Over a "
+        "longer backlog the rate tends to the ceiling, where "
+        "the clips' extra prompt tokens (~21 per request) and per-request rounding leave 60 s "
+        f"clips {ceiling_new / ceiling_old:.3f} of the 300 s chunks' rate with the emulator's "
+        "completion tokens (about one per request for audio it does not recognise); real "
+        "completions "
+        "(~5 tokens per second of speech, the same for both) make that share larger. Part 2 "
+        f"has no account limits, so its wall time is CPU: {cpu_new:.0f} s against "
+        f"{cpu_old:.0f} s (more clips, each measured for silence and encoded at up to 24 kHz "
+        f"instead of 16 kHz) on 2 cores shared with the emulator. Under the account's limits the "
+        f"{hours:g}-hour recording's tokens alone take {hours * 60 / ceiling_new * 60:.0f} "
+        "minutes at that ceiling, longer than its CPU time.")
