@@ -457,7 +457,7 @@ def test_status_and_retry(emu: Emulator, layout: Deployment) -> None:
     st = run_cli(layout, "status", "-c", str(layout.config))
     assert st.returncode == 3, st
     assert "failed 1" in st.stdout and "421" in st.stdout
-    assert f"{layout.failed / 'r.wav'}: chunk 0 (0.0-" in st.stdout
+    assert f"{layout.failed / 'r.wav'}: clip 0 (0.0-" in st.stdout
     assert (layout.failed / "r.wav").exists()
     rt = run_cli(layout, "retry", "-c", str(layout.config), "--failed")
     assert rt.returncode == 0, rt.stderr
