@@ -1,7 +1,7 @@
 """``python -m bench SCENARIO [options]``: run a benchmark, print its table, update BENCHMARKS.md.
 
-Scenarios: saturation, overhead, latency, long, idle, backlog (each runs the real daemon against
-the real emulator next to the naive and floor baselines), pacing (the daemon next to an oracle
+Scenarios: saturation, overhead, latency, long, idle, backlog, voicemail (each runs the real
+daemon against the real emulator next to its baselines), pacing (the daemon next to an oracle
 pacer at the account's limits), ``all`` (every one of them, in that order), ``soak`` (fault
 injection, kill -9 and SIGHUP; exits non-zero when an invariant fails), and the audio layer's
 ``audio-formats``, ``long-file-rss`` and ``vad-compare``. ``--no-write`` leaves BENCHMARKS.md
@@ -21,18 +21,28 @@ from types import ModuleType
 
 from bench import audio_formats, long_file_rss, soak, vad_compare
 from bench.report import Section, command_line, emit, machine, write_section
-from bench.scenarios import backlog, idle, latency, longfile, overhead, pacing, saturation
+from bench.scenarios import (
+    backlog,
+    idle,
+    latency,
+    longfile,
+    overhead,
+    pacing,
+    saturation,
+    voicemail,
+)
 
 SCENARIOS: dict[str, ModuleType] = {
     "saturation": saturation, "overhead": overhead, "latency": latency, "long": longfile,
-    "idle": idle, "backlog": backlog, "pacing": pacing,
+    "idle": idle, "backlog": backlog, "voicemail": voicemail, "pacing": pacing,
 }
 # --smoke: sizes that finish in seconds (they prove the harness works, not the figures).
 SMOKE: dict[str, dict[str, object]] = {
     "saturation": {"files": 12}, "overhead": {"files": 20}, "latency": {"samples": 3,
                                                                         "polling_samples": 0},
-    "long": {"hours": 0.1}, "idle": {"files": 40, "folders": 4, "seconds_idle": 3.0},
-    "backlog": {"files": 300},
+    "long": {"hours": 0.05, "first_minutes": 2.0, "tpm_minutes": 3.0},
+    "idle": {"files": 40, "folders": 4, "seconds_idle": 3.0},
+    "backlog": {"files": 300}, "voicemail": {"messages": 1, "hangups": 1},
     "pacing": {"workloads": "rpm", "rules": "total", "rpm_files": 12},
 }
 LEGACY: dict[str, Callable[[], None]] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import os
 import sys
 import threading
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("files", nargs="+", type=Path, metavar="FILE",
                    help="audio files (any format PyAV decodes; the same file given twice is "
                    "transcribed once)")
+    t.add_argument("--format", dest="formats", type=_formats, default=("txt", "json"),
+                   metavar="LIST", help="sidecars to write, comma-separated, among txt, json, "
+                   "srt, vtt (default: txt,json); srt or vtt cut clips for subtitle cues")
     t.add_argument("-c", "--config", type=Path,
                    help="take API and audio settings from this file (default: built-in "
                    "defaults, the key from $MIMO_API_KEY)")
@@ -93,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _formats(value: str) -> tuple[str, ...]:
+    """``--format``: a comma-separated list of sidecar formats."""
+    from mimo_watchd.config.settings import FORMATS, check_formats
+
+    formats = tuple(f.strip().lower() for f in value.split(",") if f.strip())
+    wrong = [f for f in formats if f not in FORMATS]
+    try:
+        if wrong:
+            raise ValueError(f"unknown format {', '.join(wrong)} (known: {', '.join(FORMATS)})")
+        check_formats(formats)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return formats
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -129,11 +148,16 @@ def _emulate(argv: list[str]) -> int:
 def _api_and_audio(args: argparse.Namespace) -> tuple[ApiSettings, Any]:
     import dataclasses
 
+    import structlog
+
     from mimo_watchd.config import default_api_settings, default_audio_settings, load
 
     if args.config:
         settings = load(args.config)
         api, audio = settings.api, settings.audio
+        for warning in settings.warnings:
+            structlog.get_logger("mimo_watchd.cli").warning("config.retired_option",
+                                                            detail=warning)
     else:
         api, audio = default_api_settings(), default_audio_settings()
     overrides: dict[str, Any] = {}
@@ -157,11 +181,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from mimo_watchd.billing import Price
     from mimo_watchd.client import MimoClient
     from mimo_watchd.config import resolve_api_key
+    from mimo_watchd.config.settings import SUBTITLE_FORMATS
     from mimo_watchd.outputs import dumps, write_sidecars
     from mimo_watchd.records import Transcribed
     from mimo_watchd.transcription import FileTranscriber
 
     log = structlog.get_logger("mimo_watchd.cli")
+    formats: tuple[str, ...] = args.formats
+    subtitles = any(f in SUBTITLE_FORMATS for f in formats)
     files = sidecar_stems(args.files, args.output_dir)
     progress = _Progress(len(files))
     # On a terminal the progress lines are the per-file summary; logs keep to warnings.
@@ -178,16 +205,21 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             if not path.is_file():
                 raise MimoWatchdError("not a regular file" if path.exists() else "no such file")
             if not args.force:
-                existing = [folder / f"{stem}{s}" for s in (".txt", ".json")
-                            if (folder / f"{stem}{s}").exists()]
+                existing = [folder / f"{stem}.{f}" for f in formats
+                            if (folder / f"{stem}.{f}").exists()]
                 if existing:
                     raise FileExistsError(errno.EEXIST, "exists", str(existing[0]))
             runner = FileTranscriber(client, audio, language=api.language)
-            result = runner.run(path)
+            with path.open("rb") as audio_file:
+                # One opened file for the hash and the audio: both are of the same bytes.
+                digest = hashlib.file_digest(audio_file, "sha256").hexdigest()
+                result = runner.run(audio_file, name=str(path), sha256=digest,
+                                    subtitles=subtitles)
             doc = Transcribed.from_result(result, path=str(path.resolve()),
                                           original_path=str(path.resolve()),
                                           price=Price.of(api)).to_json()
-            sidecars = write_sidecars(doc, folder, stem, overwrite=args.force)
+            sidecars = write_sidecars(doc, folder, stem, formats=formats,
+                                      overwrite=args.force)
         except (MimoWatchdError, OSError) as exc:
             if isinstance(exc, FileExistsError):
                 reason = f"{exc.filename} exists (use --force to overwrite)"
@@ -199,14 +231,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                       seconds=round(time.monotonic() - started, 3))
             progress.step(path, f"FAILED: {reason}")
             return None
-        log.info("file.done", path=str(path), outcome="done", txt=str(sidecars["txt"]),
-                 audio_seconds=round(result.info.duration_seconds, 3),
-                 billed_seconds=result.usage.get("seconds"),
-                 tokens=result.usage.get("total_tokens"), chunks=len(result.chunks),
+        fields = Transcribed.from_json(doc).log_fields()
+        log.info("file.done", path=str(path), outcome="done",
+                 **{k: str(v) for k, v in sidecars.items()}, **fields,
                  attempts=result.attempts, seconds=round(time.monotonic() - started, 3))
-        progress.step(path, f"{result.info.duration_seconds:.1f} s audio, "
-                      f"{result.usage.get('seconds')} s billed, "
-                      f"{len(result.chunks)} chunk(s) -> {sidecars['txt']}")
+        progress.step(path, f"{fields['audio_seconds']:.1f} s audio, "
+                      f"{fields['sent_seconds']:.1f} s sent, {fields['billed_seconds']} s "
+                      f"billed, {fields['clips']} clip(s) -> "
+                      + ", ".join(str(p) for p in sidecars.values()))
         return doc
 
     try:

@@ -240,6 +240,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         key = resolve_api_key(settings.api)
     except ConfigError as exc:
         problems.extend(exc.problems)
+    for warning in settings.warnings:
+        print(f"{settings.source}: warning: {warning}", file=sys.stderr)
     for p in problems:
         print(f"{settings.source}: {p}", file=sys.stderr)
     if problems:

@@ -484,6 +484,8 @@ class Daemon:
             log.error("reload.rejected", problems=exc.problems, config=str(self.config_path))
             self.notifier.ready(self.status.line())
             return
+        for warning in new.warnings:
+            log.warning("config.retired_option", detail=warning)
         with self.config_lock:
             old = self.settings
             new_key = key.reveal() != self.key.reveal()
@@ -547,6 +549,8 @@ def run(config_path: Path, *, once: bool = False) -> int:
         # instead of failing the line.
         sys.stdout.reconfigure(errors="backslashreplace")
     logsetup.configure(settings.log.level, settings.log.format, stream=sys.stdout)
+    for warning in settings.warnings:
+        log.warning("config.retired_option", detail=warning)
     try:
         lock = InstanceLock.acquire(settings.state_dir)
     except OSError as exc:

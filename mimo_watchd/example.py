@@ -35,7 +35,8 @@ def _scalar(value: Any) -> str:
 def _describe(opt: Opt, shown: Any) -> str:
     extra = []
     if opt.choices:
-        extra.append("one of: " + ", ".join(opt.choices))
+        each = "each " if opt.kind == "list[str]" else ""
+        extra.append(f"{each}one of: " + ", ".join(opt.choices))
     if opt.required:
         extra.append("required")
     if shown is None and opt.example is not None:

@@ -40,10 +40,11 @@ log = structlog.get_logger("mimo_watchd.jobs")
 
 class Transcriber(Protocol):
     """Turns an opened file into a transcript, keeping every paid answer in ``journal`` first
-    (reading ``source`` through its descriptor, never by its name)."""
+    (reading ``source`` through its descriptor, never by its name); ``subtitles`` cuts its
+    clips for subtitle cues."""
 
     def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
-                   on_chunk: Callable[[], None]) -> TranscriptResult: ...
+                   on_chunk: Callable[[], None], subtitles: bool) -> TranscriptResult: ...
 
 
 class HookSink(Protocol):
@@ -69,7 +70,8 @@ class BillSink(Protocol):
 
 
 class JobMetrics(Protocol):
-    def observe_job(self, outcome: str, seconds: float | None = None) -> None: ...
+    def observe_job(self, outcome: str, seconds: float | None = None,
+                    fields: Mapping[str, Any] | None = None) -> None: ...
 
 
 def _no_progress() -> None:
@@ -261,7 +263,8 @@ class JobRunner:
                               own_only=settings.on_duplicate == "transcribe",
                               bill=self.ctx.bill, api=settings.api)
         return self.ctx.transcriber.transcribe(source, sha256=job.sha256, language=language,
-                                               journal=journal, on_chunk=self.ctx.progress)
+                                               journal=journal, on_chunk=self.ctx.progress,
+                                               subtitles=self.ctx.watch.subtitles)
 
     def _finish(self, job: Job, plan: placement.Plan, record: Record, started: float,
                 source: InputFile | None, *, resumed: bool = False) -> Outcome:
@@ -292,7 +295,7 @@ class JobRunner:
             log.error("job.failed", **line)
         else:
             log.info("job.done", **line)
-        ctx.metrics.observe_job(record.outcome, latency)
+        ctx.metrics.observe_job(record.outcome, latency, record.log_fields())
         hook = ctx.watch.on_failure if failed else ctx.watch.on_success
         if hook is not None:
             paths = {"source": job.path, "audio": dest,

@@ -129,16 +129,32 @@ def _glue(left: str, right: str) -> str:
 def join(texts: Sequence[str], overlapped: Sequence[bool]) -> str:
     """Joins chunk transcripts in order; ``overlapped[i]`` says chunk ``i`` repeats the end of
     chunk ``i - 1`` (it was cut without a pause), so repeated words are removed there."""
+    return _joined(texts, overlapped)[0]
+
+
+def parts(texts: Sequence[str], overlapped: Sequence[bool]) -> list[str]:
+    """Each chunk's share of ``join(texts, overlapped)``, in order: its text less the words
+    that repeat the previous chunk (and less what the next chunk's boundary trimmed from its
+    end). ``join`` is exactly these, glued by the spacing rule."""
+    out, spans = _joined(texts, overlapped)
+    return [out[a:b].strip() for a, b in spans]
+
+
+def _joined(texts: Sequence[str], overlapped: Sequence[bool]) -> tuple[str, list[tuple[int, int]]]:
+    """The joined text and where in it each chunk's share lies."""
     if len(texts) != len(overlapped):
         raise ValueError(f"{len(texts)} texts but {len(overlapped)} overlap flags")
     out = ""
+    spans: list[tuple[int, int]] = []
     for i, raw in enumerate(texts):
         text = raw.strip()
-        if not text:
-            continue
-        if out and overlapped[i] and texts[i - 1].strip():
+        if text and out and overlapped[i] and texts[i - 1].strip():
             head, tail = out[:-_TAIL_CHARS], out[-_TAIL_CHARS:]  # never re-scan the whole text
             tail, text = _merge(tail, text)
             out, text = (head + tail).rstrip(), text.strip()
-        out = _glue(out, text)
-    return out
+            # The merge may shorten what earlier chunks gave (a clipped word, a full stop).
+            spans = [(min(a, len(out)), min(b, len(out))) for a, b in spans]
+        glued = _glue(out, text)
+        spans.append((len(glued) - len(text), len(glued)))
+        out = glued
+    return out, spans

@@ -90,6 +90,18 @@ class Metrics:
         self.ignored = Counter("files_ignored", "Files seen in a watch that its name rules do "
                                "not take (each path once), by reason",
                                ["reason"], namespace=ns, registry=r)
+        # What transcribed files held and what of it was sent, counted when each is done
+        # (billed seconds are counted per paid response, above).
+        self.audio_seconds = Counter("audio_seconds", "Seconds of audio in files transcribed",
+                                     namespace=ns, registry=r)
+        self.sent_audio_seconds = Counter(
+            "sent_audio_seconds", "Seconds of audio sent for files transcribed (silence left "
+            "out is not sent)", namespace=ns, registry=r)
+        self.clips = Counter("clips", "Clips (one request's worth of audio each) of files "
+                             "transcribed", namespace=ns, registry=r)
+        self.no_speech_files = Counter(
+            "no_speech_files", "Files transcribed that held no speech (no request is made when "
+            "none is found before sending)", namespace=ns, registry=r)
         # Series that exist from the start read as 0 rather than absent, so rate() and alerts
         # on them work before the first event.
         for outcome in OUTCOMES:
@@ -103,13 +115,21 @@ class Metrics:
         for kind in PRUNED_KINDS:
             self.pruned.labels(kind)
 
-    def observe_job(self, outcome: str, seconds: float | None = None) -> None:
-        """A file reached an outcome (done, failed, duplicate, skipped) after ``seconds``."""
+    def observe_job(self, outcome: str, seconds: float | None = None,
+                    fields: Mapping[str, Any] | None = None) -> None:
+        """A file reached an outcome (done, failed, duplicate, skipped) after ``seconds``;
+        ``fields`` (its ``job.done`` line's) give a transcribed file's audio counts."""
         self.files.labels(outcome).inc()
         if seconds is not None:
             self.processing_seconds.observe(seconds)
         if outcome == "done":
             self.last_success.set(time.time())
+            fields = fields or {}
+            _inc(self.audio_seconds, fields.get("audio_seconds"))
+            _inc(self.sent_audio_seconds, fields.get("sent_seconds"))
+            _inc(self.clips, fields.get("clips"))
+            if fields.get("no_speech") is True:
+                self.no_speech_files.inc()
 
     def observe_api(
         self, status: int | str, usage: Mapping[str, Any] | None = None, *, retry: bool = False

@@ -79,13 +79,15 @@ class Plan:
     # The names the templates gave, before any "-N" (None: the recording's own name and stem).
     audio_name: str | None = None
     sidecar_name: str | None = None
+    formats: tuple[str, ...] = outputs.DEFAULT_FORMATS  # the sidecars of a done set
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
-        return cls(**d)
+        # Plans recorded before formats existed wrote the default set.
+        return cls(**{**d, "formats": tuple(d.get("formats", outputs.DEFAULT_FORMATS))})
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,8 @@ def choose(watch: WatchSettings, source: Path, kind: str, *, identity: Identity 
     base = Plan(kind=kind, source=str(source), audio_dest=str(where.audio_dir / where.audio_name),
                 sidecar_dir=str(where.sidecar_dir), stem="",
                 identity=identity.to_json() if identity else None, sha256=sha256,
-                audio_name=where.audio_name, sidecar_name=where.sidecar_name)
+                audio_name=where.audio_name, sidecar_name=where.sidecar_name,
+                formats=watch.formats)
     sfx = outputs.suffixes(kind)
     for step in _steps(_at(base, 0)):
         if not _exists(Path(step.audio_dest)) and not any(
@@ -380,7 +383,7 @@ def _write_sidecars(step: Plan, document: dict[str, Any],
     this call wrote is removed again). Resuming, a file with the very bytes is our own."""
     written: list[tuple[Path, bytes]] = []
     files: dict[str, Path] = {}
-    for suffix, data in outputs.sidecar_files(step.kind, document):
+    for suffix, data in outputs.sidecar_files(step.kind, document, step.formats):
         path = Path(step.sidecar_dir) / f"{step.stem}{suffix}"
         try:
             fsutil.atomic_write(path, data)

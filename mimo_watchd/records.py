@@ -4,13 +4,21 @@ A job ends with one of three records: :class:`Transcribed` (done, or a duplicate
 an earlier transcript), :class:`Skipped` (a duplicate moved without outputs) or
 :class:`Failed`. Each renders, from the same fields:
 
-- ``to_json()``: the JSON sidecar (``mimo-watchd/transcript@1``), the error file
+- ``to_json()``: the JSON sidecar (``mimo-watchd/transcript@2``), the error file
   (``mimo-watchd/error@1``) or the skip note; also what the ledger stores and hooks receive;
 - ``log_fields()``: the outcome's part of the canonical ``job.done``/``job.failed`` line;
 - ``outcome``: the outcome label of logs, metrics, hooks and the ledger.
 
 ``from_json`` reads back what ``to_json`` wrote (also what earlier versions stored), so a
-resumed or reused result renders byte for byte as it was written.
+resumed or reused result renders byte for byte as it was written: a transcript stored as
+``transcript@1`` (0.1, before segments) keeps rendering as ``@1``.
+
+``transcript@2`` adds, to ``@1``: ``segments`` (one per clip, in source time: ``start``,
+``end``, ``text``, and ``pieces``, the ranges of the recording sent for it), ``audio_seconds``
+(the file, as decoded), ``sent_seconds`` (the audio in the requests it was made from),
+``levels`` (the file's noise floor, loudest 10 ms and the level judged silence, in dBFS),
+``no_speech_reason`` (why the transcript is empty, or null), and each chunk's
+``sent_seconds``.
 """
 
 from __future__ import annotations
@@ -19,13 +27,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mimo_watchd import __version__
+from mimo_watchd import __version__, timeline
 from mimo_watchd.billing import Cost, Price
 from mimo_watchd.errors import ApiError, MimoWatchdError
+from mimo_watchd.timeline import SCHEMA_1, Segment
 from mimo_watchd.timestamps import iso_seconds
 from mimo_watchd.transcription import USAGE_FIELDS, ChunkResult, TranscriptResult, flat_usage
 
-SCHEMA = "mimo-watchd/transcript@1"
+SCHEMA = "mimo-watchd/transcript@2"
 ERROR_SCHEMA = "mimo-watchd/error@1"
 TOOL = "mimo-watchd"
 
@@ -77,23 +86,51 @@ class Chunk:
     usage: Mapping[str, int]  # the usage fields the response had
     attempts: int  # HTTP requests made for it (0: answered from the journal)
     from_journal: bool
+    sent_seconds: float | None = None  # audio sent (None: stored by 0.1, which had no such)
 
     @classmethod
     def from_result(cls, c: ChunkResult) -> Chunk:
         return cls(index=c.index, start=round(c.start, 3), end=round(c.end, 3),
                    request_id=c.request_id, usage=flat_usage(c.usage), attempts=c.attempts,
-                   from_journal=c.from_journal)
+                   from_journal=c.from_journal, sent_seconds=round(c.sent_seconds, 3))
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Chunk:
         return cls(index=doc["index"], start=doc["start"], end=doc["end"],
                    request_id=doc["request_id"], usage=dict(doc["usage"]),
-                   attempts=doc["attempts"], from_journal=doc["from_journal"])
+                   attempts=doc["attempts"], from_journal=doc["from_journal"],
+                   sent_seconds=doc.get("sent_seconds"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "start": self.start, "end": self.end,
-                "request_id": self.request_id, "usage": dict(self.usage),
+        doc = {"index": self.index, "start": self.start, "end": self.end}
+        if self.sent_seconds is not None:
+            doc["sent_seconds"] = self.sent_seconds
+        return {**doc, "request_id": self.request_id, "usage": dict(self.usage),
                 "attempts": self.attempts, "from_journal": self.from_journal}
+
+
+@dataclass(frozen=True)
+class Levels:
+    """What the audio layer measured of a file (dBFS): its noise floor, its loudest 10 ms, and
+    the level at or under which it counted as silence."""
+
+    floor_db: float
+    peak_db: float
+    silence_db: float
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Levels:
+        return cls(floor_db=doc["floor_db"], peak_db=doc["peak_db"],
+                   silence_db=doc["silence_db"])
+
+    def to_json(self) -> dict[str, float]:
+        return {"floor_db": self.floor_db, "peak_db": self.peak_db,
+                "silence_db": self.silence_db}
+
+
+def _rounded(segment: Segment) -> Segment:
+    return Segment(round(segment.start, 3), round(segment.end, 3), segment.text,
+                   tuple((round(a, 3), round(b, 3)) for a, b in segment.pieces))
 
 
 @dataclass(frozen=True)
@@ -121,6 +158,12 @@ class Transcribed:
     timing: Timing
     tool_version: str = __version__
     duplicate_of: str | None = None  # where the recording it was first made for is now
+    segments: tuple[Segment, ...] = ()  # one per chunk
+    audio_seconds: float | None = None  # None: not known (stored by 0.1)
+    sent_seconds: float | None = None
+    levels: Levels | None = None
+    no_speech_reason: str | None = None
+    schema: str = SCHEMA  # the layout it renders: SCHEMA_1 for a result stored by 0.1
     cost: Cost | None = None  # None: made before costs were kept, or without a price
 
     @classmethod
@@ -128,7 +171,9 @@ class Transcribed:
                     arrived_at: str | None = None, price: Price | None = None) -> Transcribed:
         """The record of a file just transcribed (``path``: where its audio is, or goes);
         with ``price``, what its answers cost."""
-        info = result.info
+        info, summary = result.info, result.summary
+        levels = None if summary is None else Levels(
+            round(summary.floor_db, 1), round(summary.peak_db, 1), round(summary.silence_db, 1))
         return cls(
             source=Source(path=path, original_path=original_path, sha256=result.sha256,
                           bytes=info.size, format=info.format, codec=info.codec,
@@ -139,18 +184,29 @@ class Transcribed:
             timing=Timing(arrived_at=arrived_at, started_at=result.started_at,
                           finished_at=result.finished_at,
                           api_seconds=round(result.api_seconds, 3)),
+            segments=tuple(_rounded(s) for s in result.segments),
+            audio_seconds=None if summary is None else round(summary.audio_seconds, 3),
+            sent_seconds=round(result.sent_seconds, 3), levels=levels,
+            no_speech_reason=result.no_speech_reason,
             cost=Cost.of([c.usage for c in result.chunks], price) if price else None)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Transcribed:
         src, timing, tool = doc["source"], doc["timing"], doc["tool"]
-        return cls(
+        common: dict[str, Any] = dict(
             source=Source(**src), text=doc["transcript"], language=doc["language"],
             model=doc["model"], usage=Usage.from_json(doc["usage"]),
             chunks=tuple(Chunk.from_json(c) for c in doc["chunks"]),
             timing=Timing(**timing), tool_version=tool["version"],
             duplicate_of=doc.get("duplicate_of"),
             cost=Cost.from_json(doc["cost"]) if doc.get("cost") else None)
+        if doc["schema"] == SCHEMA_1:
+            return cls(**common, schema=SCHEMA_1)
+        levels = doc["levels"]
+        return cls(**common, segments=timeline.of_document(doc),
+                   audio_seconds=doc["audio_seconds"], sent_seconds=doc["sent_seconds"],
+                   levels=None if levels is None else Levels.from_json(levels),
+                   no_speech_reason=doc["no_speech_reason"])
 
     @property
     def outcome(self) -> str:
@@ -174,18 +230,29 @@ class Transcribed:
                        timing=replace(self.timing, arrived_at=arrived_at))
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "schema": SCHEMA,
-            "source": self.source.to_json(),
-            "transcript": self.text,
-            "no_speech": self.no_speech,
-            "language": self.language,
-            "model": self.model,
-            "usage": self.usage.to_json(),
-            "chunks": [c.to_json() for c in self.chunks],
-            "timing": self.timing.to_json(),
-            "tool": {"name": TOOL, "version": self.tool_version},
-        }
+        if self.schema == SCHEMA_1:
+            doc: dict[str, Any] = {
+                "schema": SCHEMA_1, "source": self.source.to_json(), "transcript": self.text,
+                "no_speech": self.no_speech, "language": self.language, "model": self.model,
+                "usage": self.usage.to_json(), "chunks": [c.to_json() for c in self.chunks]}
+        else:
+            doc = {
+                "schema": SCHEMA,
+                "source": self.source.to_json(),
+                "transcript": self.text,
+                "no_speech": self.no_speech,
+                "no_speech_reason": self.no_speech_reason,
+                "language": self.language,
+                "model": self.model,
+                "audio_seconds": self.audio_seconds,
+                "sent_seconds": self.sent_seconds,
+                "levels": None if self.levels is None else self.levels.to_json(),
+                "usage": self.usage.to_json(),
+                "segments": [timeline.to_json(s) for s in self.segments],
+                "chunks": [c.to_json() for c in self.chunks],
+            }
+        doc["timing"] = self.timing.to_json()
+        doc["tool"] = {"name": TOOL, "version": self.tool_version}
         if self.duplicate_of is not None:
             doc["duplicate_of"] = self.duplicate_of
         if self.cost is not None:
@@ -193,17 +260,20 @@ class Transcribed:
         return doc
 
     def log_fields(self) -> dict[str, Any]:
-        """A duplicate paid nothing: its line says 0 and names the file it reuses."""
+        """Seconds of audio, sent and billed, clips and calls (and the cost, when known); a
+        duplicate sent and paid nothing: its line says 0 and names the file it reuses."""
+        audio = (self.audio_seconds if self.audio_seconds is not None
+                 else self.source.duration_seconds)
         cost = ({"cost": self.cost.amount, "currency": self.cost.currency}
                 if self.cost is not None else {})
         if self.duplicate_of is not None:
-            return {"audio_seconds": self.source.duration_seconds, "billed_seconds": 0,
-                    "tokens": 0, "chunks": len(self.chunks), "api_calls": 0,
+            return {"audio_seconds": audio, "sent_seconds": 0, "billed_seconds": 0,
+                    "tokens": 0, "clips": 0, "api_calls": 0, "no_speech": self.no_speech,
                     "duplicate_of": self.duplicate_of, **cost}
-        return {"audio_seconds": self.source.duration_seconds,
+        return {"audio_seconds": audio, "sent_seconds": self.sent_seconds,
                 "billed_seconds": self.usage.seconds, "tokens": self.usage.total_tokens,
-                "chunks": len(self.chunks), "api_calls": sum(c.attempts for c in self.chunks),
-                **cost}
+                "clips": len(self.chunks), "api_calls": sum(c.attempts for c in self.chunks),
+                "no_speech": self.no_speech, **cost}
 
 
 @dataclass(frozen=True)
@@ -222,8 +292,8 @@ class Skipped:
         return {"duplicate_of": self.duplicate_of}
 
     def log_fields(self) -> dict[str, Any]:
-        return {"audio_seconds": None, "billed_seconds": 0, "tokens": 0, "chunks": 0,
-                "api_calls": 0, "duplicate_of": self.duplicate_of}
+        return {"audio_seconds": None, "sent_seconds": 0, "billed_seconds": 0, "tokens": 0,
+                "clips": 0, "api_calls": 0, "duplicate_of": self.duplicate_of}
 
 
 @dataclass(frozen=True)
@@ -279,8 +349,8 @@ class Failed:
         }
 
     def log_fields(self) -> dict[str, Any]:
-        return {"audio_seconds": None, "billed_seconds": None, "tokens": None, "chunks": 0,
-                "api_calls": 0, "reason": self.reason}
+        return {"audio_seconds": None, "sent_seconds": None, "billed_seconds": None,
+                "tokens": None, "clips": 0, "api_calls": 0, "reason": self.reason}
 
 
 Record = Transcribed | Skipped | Failed

@@ -11,7 +11,7 @@ from bench.report import Table, write_section
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("scenario", ["overhead", "latency"])
+@pytest.mark.parametrize("scenario", ["overhead", "latency", "voicemail"])
 def test_scenario_smoke_prints_its_table(scenario: str, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """A tiny run drives the real daemon, naive and floor and prints a table with all three."""

@@ -72,7 +72,7 @@ def test_once_processes_backlog_and_restart_pays_nothing(emu: Emulator, layout: 
     assert (layout.processed / "a" / "b" / "deep.txt").read_text() == text_for(6) + "\n"
     assert not any(p.is_file() for p in layout.inbox.rglob("*"))
     doc = json.loads((layout.processed / "f0.json").read_text())
-    assert doc["schema"] == "mimo-watchd/transcript@1"
+    assert doc["schema"] == "mimo-watchd/transcript@2"
     assert doc["usage"]["seconds"] >= 1 and doc["chunks"][0]["request_id"]
     assert doc["source"]["original_path"] == str(layout.inbox / "f0.wav")
     lines = d.saw("job.done")
@@ -457,7 +457,7 @@ def test_status_and_retry(emu: Emulator, layout: Deployment) -> None:
     st = run_cli(layout, "status", "-c", str(layout.config))
     assert st.returncode == 3, st
     assert "failed 1" in st.stdout and "421" in st.stdout
-    assert f"{layout.failed / 'r.wav'}: chunk 0 (0.0-" in st.stdout
+    assert f"{layout.failed / 'r.wav'}: clip 0 (0.0-" in st.stdout
     assert (layout.failed / "r.wav").exists()
     rt = run_cli(layout, "retry", "-c", str(layout.config), "--failed")
     assert rt.returncode == 0, rt.stderr

@@ -54,7 +54,7 @@ class FakeTranscriber:
         self.fail_after_paying: Exception | None = None
 
     def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
-                   on_chunk: Any) -> TranscriptResult:
+                   on_chunk: Any, subtitles: bool) -> TranscriptResult:
         self.calls.append(source.path)
         if self.errors:
             raise self.errors.pop(0)
@@ -94,7 +94,8 @@ class Recorder:
         self.hooks.append((outcome, dict(payload), dict(paths)))
         return True
 
-    def observe_job(self, outcome: str, seconds: float | None = None) -> None:
+    def observe_job(self, outcome: str, seconds: float | None = None,
+                    fields: Mapping[str, Any] | None = None) -> None:
         self.outcomes.append((outcome, seconds))
 
     def moved_on(self) -> None:

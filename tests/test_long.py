@@ -1,4 +1,5 @@
-"""Long recordings: cut at silence (or with overlap), parallel chunks, exact joining, resume."""
+"""Long recordings: clips of <= 60 s cut in pauses (or with overlap), sent in parallel, joined
+word for word, long silences never paid for, and resumed without paying twice."""
 
 from __future__ import annotations
 
@@ -91,11 +92,30 @@ def as_words(text: str) -> list[str]:
     return [w.strip(".,") for w in text.split()]
 
 
+def peaks_at(path: Path, times: list[float], around: float = 0.03) -> list[float]:
+    """The loudest sample (of full scale) within ``around`` seconds of each of ``times``, read
+    in one streaming decode of ``path``."""
+    rate, pos = 16000, 0
+    peaks = [0.0] * len(times)
+    for block in tones.iter_decoded(path, sample_rate=rate):
+        lo, hi = pos / rate, (pos + len(block)) / rate
+        for i, t in enumerate(times):
+            if t + around >= lo and t - around < hi:
+                a = max(0, round((t - around) * rate) - pos)
+                b = min(len(block), round((t + around) * rate) - pos)
+                if a < b:
+                    peaks[i] = max(peaks[i], float(np.abs(block[a:b]).max()) / 32768)
+        pos += len(block)
+    return peaks
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("gapless", "fmt"), [(False, "mp3"), (True, "flac")])
 def test_forty_minutes_exact_sequence(emu: Emulator, tmp_path: Path, gapless: bool,
                                       fmt: str) -> None:
-    """40 minutes of tone words, with and without silence: exactly the known words, in order."""
+    """40 minutes of tone words, with and without pauses: exactly the known words, in order,
+    in clips of at most 60 s; with pauses each clip is cut in one (no overlap, silence at
+    every cut), without any the clips overlap and the repeated words are removed."""
     word_seconds = 0.4 if gapless else 0.3
     per_word = word_seconds + (0 if gapless else 0.2)
     words = word_sequence(int(40 * 60 / per_word), seed=7 if gapless else 8)
@@ -106,11 +126,19 @@ def test_forty_minutes_exact_sequence(emu: Emulator, tmp_path: Path, gapless: bo
     assert result.info.duration_seconds > 39 * 60
     got = as_words(result.text)
     assert len(got) == len(words) and got == words
-    assert len(result.chunks) >= 8 and emu.calls[before:] and \
-        len(emu.calls) - before == len(result.chunks)
-    assert all(c.end - c.start <= 300.0 + 1e-6 for c in result.chunks)
+    assert len(result.chunks) >= 40 and len(emu.calls) - before == len(result.chunks)
+    assert all(c.end - c.start <= 60.0 + 1e-6 for c in result.chunks)
+    assert max(c.duration for c in emu.calls[before:]) <= 60.0 + 0.1
     assert result.usage["seconds"] == sum(c.usage["seconds"] for c in result.chunks)
-    assert any(c.overlapped for c in result.chunks) == gapless
+    assert [w for s in result.segments for w in as_words(s.text)] == words
+    cuts = [c.end for c in result.chunks[:-1]]
+    if gapless:
+        assert any(c.overlapped for c in result.chunks)
+        return
+    assert not any(c.overlapped for c in result.chunks)
+    assert cuts == [c.start for c in result.chunks[1:]]
+    # Tones are at half of full scale: at every cut there is silence (the mp3's noise only).
+    assert max(peaks_at(path, cuts)) < 0.02
 
 
 def short_file(path: Path) -> tuple[Path, list[str]]:
@@ -121,7 +149,7 @@ def short_file(path: Path) -> tuple[Path, list[str]]:
     return path, words
 
 
-AUDIO = {"max_chunk_seconds": 20.0, "silence_search_seconds": 3.0}
+AUDIO = {"max_clip_seconds": 20.0}
 
 
 def test_chunk_500_twice_then_success(emu: Emulator, tmp_path: Path) -> None:
@@ -147,7 +175,7 @@ def test_retry_resends_only_failed_chunk(emu: Emulator, tmp_path: Path) -> None:
     path, words = short_file(tmp_path / "s.wav")
     journal = DictJournal()
     emu.add_fault(FaultRule("400", when_word="scarlet"))
-    with pytest.raises(PermanentApiError, match=r"chunk \d"):
+    with pytest.raises(PermanentApiError, match=r"clip \d"):
         transcribe(emu, path, journal=journal, **AUDIO)
     done = len(journal.entries)
     assert done >= 2

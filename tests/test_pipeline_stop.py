@@ -32,9 +32,9 @@ class StoppingClient:
 def test_stopping_mid_file_fails_the_attempt(tmp_path: Path) -> None:
     """Chunks left unsent raise a retryable error instead of a transcript missing them."""
     path = tones.write(tmp_path / "long.flac", list(tones.WORDS[:30]), "flac")
-    audio = default_audio_settings(max_chunk_seconds=5.0, silence_search_seconds=1.0)
+    audio = default_audio_settings(max_clip_seconds=5.0)
     client = StoppingClient()
     runner = FileTranscriber(client, audio, language="auto")  # type: ignore[arg-type]
-    with pytest.raises(TransientApiError, match="stopped before every chunk"):
+    with pytest.raises(TransientApiError, match="stopped before every clip"):
         runner.run(path)
     assert client.sent == 1

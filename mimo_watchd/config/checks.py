@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from mimo_watchd import notifyurls, templates
-from mimo_watchd.config.settings import Settings, WatchSettings
+from mimo_watchd.config.settings import Settings, WatchSettings, check_formats
 from mimo_watchd.errors import ConfigError
 from mimo_watchd.names import name_filter
 from mimo_watchd.paths import is_within, relative_to
@@ -20,15 +20,25 @@ _OUTPUT_FOLDERS = ("processed_dir", "failed_dir", "output_dir")
 
 
 def problems(settings: Settings) -> list[str]:
-    """Hooks with nothing to run, nested watches, output folders or the state folder inside a
-    watched tree; each as ``path: message``."""
+    """Hooks with nothing to run, no sidecar format or one twice, nested watches, output folders
+    or the state folder inside a watched tree, margins wider than the silences they are kept
+    in; each as ``path: message``."""
     found: list[str] = []
+    audio = settings.audio
+    if audio.skip_silence_seconds < 2 * audio.silence_margin_seconds:
+        found.append(f"audio.skip_silence_seconds: {audio.skip_silence_seconds:g} is less than "
+                     "twice audio.silence_margin_seconds "
+                     f"({audio.silence_margin_seconds:g}): the margins would fill the silence")
     watches = settings.watches
     for i, w in enumerate(watches):
         for hook in ("on_success", "on_failure"):
             h = getattr(w, hook)
             if h is not None and not h.command and not h.webhook:
                 found.append(f"watches[{i}].{hook}: needs a command or a webhook")
+        try:
+            check_formats(w.formats)
+        except ValueError as exc:
+            found.append(f"watches[{i}].formats: {exc}")
         for j, other in enumerate(watches):
             if i != j and is_within(other.path, w.path):
                 if other.path == w.path:

@@ -34,7 +34,8 @@ def parse(raw: Any, *, base: Path, source: str | None = None,
     if isinstance(raw, dict) and "state_dir" not in raw and env.get("STATE_DIRECTORY"):
         # Under systemd, StateDirectory= is the writable place (the config's folder is not).
         settings = replace(settings, state_dir=Path(env["STATE_DIRECTORY"].split(":")[0]))
-    settings = replace(settings, source=Path(source) if source else None)
+    settings = replace(settings, source=Path(source) if source else None,
+                       warnings=tuple(v.warnings))
     _register_secrets(settings)
     require_consistent(settings, source)
     return settings

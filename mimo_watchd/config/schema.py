@@ -8,8 +8,12 @@ example, allowed values, bounds and an optional value check. The validator, the 
 option is one edit: a new field.
 
 Kinds, from the field's type: ``str``, ``int``, ``float``, ``bool``, ``Path`` (``path``),
-``tuple[str, ...]`` (``list[str]``), a settings class (``section``), a tuple of them
-(``list[section]``); ``X | None`` makes an option nullable.
+``tuple[str, ...]`` (``list[str]``, whose ``choices`` apply to each item), a settings class
+(``section``), a tuple of them (``list[section]``); ``X | None`` makes an option nullable.
+
+Options of earlier versions that a class no longer has are listed in its ``RETIRED`` class
+attribute (name -> :class:`Retired`): an upgraded config that still sets them starts, with a
+warning, instead of failing on an unknown option.
 """
 
 from __future__ import annotations
@@ -58,6 +62,17 @@ class Opt:
     section: type | None = None  # the settings class of a section or list of sections
     check: Callable[[Any], object] | None = None
     unset_in_example: bool = False
+
+
+@dataclass(frozen=True)
+class Retired:
+    """An option an earlier version had: what became of it, said in a warning at load.
+
+    ``renamed_to``: the option of the same meaning that now takes its value (unless the config
+    sets that one too); None: the value is ignored, and ``why`` says what replaces it."""
+
+    why: str
+    renamed_to: str | None = None
 
 
 def option(*, default: Any = dataclasses.MISSING, help: str, example: Any = _NO_EXAMPLE,

@@ -7,10 +7,12 @@ option that is not required, so code and tests can build settings with keywords 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from mimo_watchd import templates
-from mimo_watchd.config.schema import option, options, section, settings_class
+from mimo_watchd.config.schema import Retired, option, options, section, settings_class
 from mimo_watchd.days import check_zone
 from mimo_watchd.errors import ConfigError
 
@@ -21,6 +23,8 @@ AUDIO_EXTENSIONS = (
 )  # fmt: skip
 DEFAULT_INCLUDE = tuple(f"*.{ext}" for ext in AUDIO_EXTENSIONS)
 LANGUAGES = ("auto", "zh", "en")
+FORMATS = ("txt", "json", "srt", "vtt")  # the files a transcript can be written as
+SUBTITLE_FORMATS = ("srt", "vtt")
 NOTIFY_ON = ("success", "failure")
 
 
@@ -50,6 +54,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
         return listen_address(listen)
     except ValueError as exc:
         raise ConfigError([f"metrics.listen: {exc}"]) from exc
+
+
+def check_formats(formats: tuple[str, ...]) -> None:
+    """A watch's ``formats``: at least one, none twice."""
+    if not formats:
+        raise ValueError(f"name at least one of {', '.join(FORMATS)}")
+    twice = sorted({f for f in formats if formats.count(f) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} named more than once")
 
 
 @settings_class
@@ -134,6 +147,11 @@ class WatchSettings:
     output_dir: Path | None = option(
         default=None, example="./transcripts",
         help="put sidecars here instead of beside the processed audio")
+    formats: tuple[str, ...] = option(
+        default=("txt", "json"), choices=FORMATS,
+        help="the sidecars written for each transcript: txt (the text), json (everything about "
+        "it: segments with times, usage, levels), srt and vtt (subtitles; clips are then cut at "
+        "most audio.subtitle_clip_seconds long, so each cue starts and ends at a real pause)")
     processed_path: str | None = option(
         default=None, example="{arrived:%Y/%m}/{relpath}/{stem}{ext}", check=templates.check_path,
         help="where in processed_dir transcribed audio goes, a template with {stem}, {ext}, "
@@ -166,6 +184,11 @@ class WatchSettings:
         default=None, example={"processed_days": 90, "failed_days": 30, "keep": ["sidecars"]},
         help="delete old files from processed_dir and failed_dir (checked at start, every hour "
         "and at reload; `mimo-watchd prune --dry-run` shows what would go)")
+
+    @property
+    def subtitles(self) -> bool:
+        """Whether this watch writes subtitles (its clips are then cut for cues)."""
+        return any(f in SUBTITLE_FORMATS for f in self.formats)
 
 
 @settings_class
@@ -225,17 +248,52 @@ class ApiSettings:
 
 @settings_class
 class AudioSettings:
-    max_chunk_seconds: float = option(
-        default=300.0, minimum=5.0, maximum=900.0, help="longest audio sent in one request")
-    chunk_format: str = option(
-        default="mp3", choices=("mp3", "wav"), help="encoding of transcoded audio and chunks")
-    silence_threshold_db: float = option(
-        default=-40.0, minimum=-120.0, maximum=0.0,
-        help="level (dBFS) under which audio counts as silence")
-    silence_search_seconds: float = option(
-        default=30.0, minimum=0.0, help="window before a chunk's end searched for silence")
+    max_clip_seconds: float = option(
+        default=60.0, minimum=5.0, maximum=900.0,
+        help="longest stretch of a recording sent in one request, cut in a pause; the model's "
+        "accuracy drops sharply past ~2 minutes per request (300 is the 0.1 behaviour)")
+    subtitle_clip_seconds: float = option(
+        default=15.0, minimum=3.0, maximum=120.0,
+        help="clip length aimed at when a watch writes srt or vtt (cue times are the clips' "
+        "real cut points)")
+    clip_format: str = option(
+        default="mp3", choices=("mp3", "wav"), help="encoding of the clips sent")
+    max_sample_rate: int = option(
+        default=24000, minimum=8000, maximum=48000,
+        help="clips keep the recording's sample rate up to this, never more (24000 is what the "
+        "model works at; 16000 is the 0.1 behaviour)")
+    skip_silence: bool = option(
+        default=True,
+        help="leave silences longer than skip_silence_seconds out of what is sent (never paid "
+        "for), and make no request at all for a file without speech; false sends everything")
+    skip_silence_seconds: float = option(
+        default=2.0, minimum=0.2, maximum=600.0,
+        help="silences at least this long are left out (but for silence_margin_seconds beside "
+        "speech)")
+    silence_margin_seconds: float = option(
+        default=0.3, minimum=0.0, maximum=5.0,
+        help="silence kept on each side of speech, so no word's onset or fade is cut")
+    speech_above_floor_db: float = option(
+        default=10.0, minimum=3.0, maximum=40.0,
+        help="a sound counts as speech when it is this many dB above the file's own noise floor "
+        "(a phone line's hiss is not speech); lower it if quiet words are left out")
     overlap_seconds: float = option(
-        default=2.0, minimum=0.0, help="overlap of chunks cut where no silence exists")
+        default=2.0, minimum=0.0, maximum=10.0,
+        help="overlap of clips cut where no pause exists (the repeated words are removed)")
+
+    # Options of 0.1: an upgraded config still starts, with a warning naming what replaced them.
+    RETIRED: ClassVar[Mapping[str, Retired]] = {
+        "max_chunk_seconds": Retired(
+            "clips are at most audio.max_clip_seconds long (60 s by default, because the "
+            "model's accuracy drops sharply past ~2 minutes of audio per request); set that "
+            "option to choose another length"),
+        "chunk_format": Retired("the encoding of the clips sent", renamed_to="clip_format"),
+        "silence_threshold_db": Retired(
+            "silence is judged against each file's own noise floor "
+            "(audio.speech_above_floor_db)"),
+        "silence_search_seconds": Retired(
+            "each clip is cut in the quietest pause of its later half"),
+    }
 
 
 @settings_class
@@ -301,8 +359,9 @@ class Settings:
     metrics: MetricsSettings = section(
         default_factory=MetricsSettings, help="Prometheus metrics and health endpoint")
     watches: tuple[WatchSettings, ...] = option(help="folders to watch")
-    # The file these settings were read from: not an option.
+    # The file these settings were read from, and what reading it warned about: not options.
     source: Path | None = dataclasses.field(default=None)
+    warnings: tuple[str, ...] = dataclasses.field(default=())
 
 
 SCHEMA = options(Settings)

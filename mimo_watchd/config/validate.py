@@ -2,7 +2,9 @@
 
 Every problem is collected with its key path (``watches[1].path: is required``), unknown keys
 are errors, and a bad value is replaced by its default so that the walk goes on and finds the
-rest. Relative paths resolve against ``base`` (the config file's folder).
+rest. Options of earlier versions (a class's ``RETIRED``) are warnings instead: a renamed one
+gives its value to its new name. Relative paths resolve against ``base`` (the config file's
+folder).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mimo_watchd.config.schema import Opt, options
+from mimo_watchd.config.schema import Opt, Retired, options
 
 T = TypeVar("T")
 
@@ -23,6 +25,7 @@ class Validator:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
@@ -30,7 +33,30 @@ class Validator:
     def build(self, path: str, raw: Any, cls: type[T]) -> T:
         """``cls`` from the mapping ``raw`` (an instance that is only meaningful while
         ``problems`` is empty: bad values are replaced to keep walking)."""
-        return cls(**self.section(path, raw, options(cls)))
+        return cls(**self.section(path, self.retire(path, raw, cls), options(cls)))
+
+    def retire(self, path: str, raw: Any, cls: type[Any]) -> Any:
+        """``raw`` without the options ``cls`` retired (each one a warning); a renamed one's
+        value goes to its new name unless that is set too."""
+        retired: Mapping[str, Retired] = getattr(cls, "RETIRED", {})
+        if not isinstance(raw, dict) or not retired.keys() & raw.keys():
+            return raw
+        raw = dict(raw)
+        for key, old in retired.items():
+            if key not in raw:
+                continue
+            value, where = raw.pop(key), _join(path, key)
+            if old.renamed_to is None:
+                self.warnings.append(f"{where}: no longer an option, ignored: {old.why}")
+                continue
+            new = _join(path, old.renamed_to)
+            if old.renamed_to in raw:
+                self.warnings.append(f"{where}: renamed {new}, which is set too: {where} is "
+                                     "ignored")
+            else:
+                raw[old.renamed_to] = value
+                self.warnings.append(f"{where}: renamed {new} (value applied): {old.why}")
+        return raw
 
     def section(self, path: str, raw: Any, schema: Mapping[str, Opt]) -> dict[str, Any]:
         if raw is None:
