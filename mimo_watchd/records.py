@@ -21,8 +21,9 @@ from typing import Any
 
 from mimo_watchd import __version__
 from mimo_watchd.errors import ApiError, MimoWatchdError
+from mimo_watchd.protocol import USAGE_FIELDS, read_usage
 from mimo_watchd.timestamps import iso_seconds
-from mimo_watchd.transcription import USAGE_FIELDS, ChunkResult, TranscriptResult, flat_usage
+from mimo_watchd.transcription import ChunkResult, Discarded, TranscriptResult
 
 SCHEMA = "mimo-watchd/transcript@1"
 ERROR_SCHEMA = "mimo-watchd/error@1"
@@ -47,52 +48,93 @@ class Source:
                 "duration_seconds": self.duration_seconds}
 
 
+Number = int | float
+
+
 @dataclass(frozen=True)
 class Usage:
-    """What the API reported it billed, summed over a file's chunks."""
+    """What the API reported it billed, summed over a file's paid answers (``sum_usage``).
 
-    seconds: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    audio_tokens: int = 0
+    Each field is kept as the answers sent it (a float stays a float) and is None when no
+    answer said; ``complete`` is False when some answer left a field out (the sum is then a
+    lower bound), None in a record stored before it was kept."""
+
+    seconds: Number | None = None
+    prompt_tokens: Number | None = None
+    completion_tokens: Number | None = None
+    total_tokens: Number | None = None
+    audio_tokens: Number | None = None
+    complete: bool | None = None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Usage:
-        return cls(**{k: int(doc.get(k) or 0) for k in USAGE_FIELDS})
+        return cls(**{k: doc.get(k) for k in USAGE_FIELDS}, complete=doc.get("complete"))
 
-    def to_json(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in USAGE_FIELDS}
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {k: getattr(self, k) for k in USAGE_FIELDS}
+        if self.complete is not None:
+            doc["complete"] = self.complete
+        return doc
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """One request's worth of a file's audio and what answered it."""
+    """One request's worth of a file's audio and what answered it.
+
+    ``resplit``, ``discarded`` and ``looping`` are written only when they say something (so a
+    chunk stored before they existed renders as it was written): why the audio it is part of
+    was re-split, outermost first; the answers paid for and then re-split (on the first chunk
+    of a re-split span); a loop found in audio too short to split again (its text is kept)."""
 
     index: int
     start: float
     end: float
     request_id: str | None
-    usage: Mapping[str, int]  # the usage fields the response had
+    usage: Mapping[str, Number | None]  # each usage field as the answer sent it, or None
     attempts: int  # HTTP requests made for it (0: answered from the journal)
     from_journal: bool
+    resplit: tuple[str, ...] = ()
+    discarded: tuple[Mapping[str, Any], ...] = ()
+    looping: str | None = None
 
     @classmethod
     def from_result(cls, c: ChunkResult) -> Chunk:
         return cls(index=c.index, start=round(c.start, 3), end=round(c.end, 3),
-                   request_id=c.request_id, usage=flat_usage(c.usage), attempts=c.attempts,
-                   from_journal=c.from_journal)
+                   request_id=c.request_id, usage=read_usage(c.usage), attempts=c.attempts,
+                   from_journal=c.from_journal, resplit=c.resplit,
+                   discarded=tuple(_discarded_json(d) for d in c.discarded),
+                   looping=c.looping)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Chunk:
         return cls(index=doc["index"], start=doc["start"], end=doc["end"],
                    request_id=doc["request_id"], usage=dict(doc["usage"]),
-                   attempts=doc["attempts"], from_journal=doc["from_journal"])
+                   attempts=doc["attempts"], from_journal=doc["from_journal"],
+                   resplit=tuple(doc.get("resplit", ())),
+                   discarded=tuple(doc.get("discarded", ())), looping=doc.get("looping"))
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP requests made for it and for the answers discarded before it."""
+        return self.attempts + sum(int(d["attempts"]) for d in self.discarded)
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "start": self.start, "end": self.end,
-                "request_id": self.request_id, "usage": dict(self.usage),
-                "attempts": self.attempts, "from_journal": self.from_journal}
+        doc: dict[str, Any] = {"index": self.index, "start": self.start, "end": self.end,
+                               "request_id": self.request_id, "usage": dict(self.usage),
+                               "attempts": self.attempts, "from_journal": self.from_journal}
+        if self.resplit:
+            doc["resplit"] = list(self.resplit)
+        if self.discarded:
+            doc["discarded"] = [dict(d) for d in self.discarded]
+        if self.looping is not None:
+            doc["looping"] = self.looping
+        return doc
+
+
+def _discarded_json(d: Discarded) -> dict[str, Any]:
+    return {"reason": d.reason, "detail": d.detail, "start": round(d.start, 3),
+            "end": round(d.end, 3), "request_id": d.request_id, "usage": read_usage(d.usage),
+            "attempts": d.attempts, "from_journal": d.from_journal}
 
 
 @dataclass(frozen=True)
@@ -188,9 +230,12 @@ class Transcribed:
             return {"audio_seconds": self.source.duration_seconds, "billed_seconds": 0,
                     "tokens": 0, "chunks": len(self.chunks), "api_calls": 0,
                     "duplicate_of": self.duplicate_of}
+        # billed_seconds and tokens are None when no answer said; usage_complete False when
+        # some answer left them out (then they are lower bounds).
         return {"audio_seconds": self.source.duration_seconds,
                 "billed_seconds": self.usage.seconds, "tokens": self.usage.total_tokens,
-                "chunks": len(self.chunks), "api_calls": sum(c.attempts for c in self.chunks)}
+                "usage_complete": self.usage.complete, "chunks": len(self.chunks),
+                "api_calls": sum(c.api_calls for c in self.chunks)}
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,23 @@ from typing import Any, Protocol
 
 from mimo_watchd import joining
 from mimo_watchd.audio import AudioInfo, AudioParams, ClipSpan, prepare
-from mimo_watchd.client import MimoClient, Transcript, parse_completion
+from mimo_watchd.client import MimoClient
 from mimo_watchd.config import AudioSettings
 from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, TransientApiError
 from mimo_watchd.fsutil import sha256_file
 from mimo_watchd.inputs import InputFile
+from mimo_watchd.looping import find_loop
+from mimo_watchd.protocol import (
+    USAGE_FIELDS,
+    Transcript,
+    error_in_body,
+    parse_completion,
+    read_usage,
+)
 from mimo_watchd.timestamps import now_iso
 
-USAGE_FIELDS = ("seconds", "prompt_tokens", "completion_tokens", "total_tokens", "audio_tokens")
 MIN_RESPLIT_SECONDS = 4.0
+LOOPING = "looping"  # why a span was re-split: its answer looped (looping.find_loop)
 
 
 class Journal(Protocol):
@@ -35,6 +43,21 @@ class Journal(Protocol):
     def lookup(self, key: str) -> dict[str, Any] | None: ...
 
     def record(self, key: str, raw: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Discarded:
+    """A paid answer that was not used: its span was re-split (``reason``: the answer's
+    finish_reason, length or repetition_truncation, or looping). It was billed all the same."""
+
+    reason: str
+    detail: str
+    start: float
+    end: float
+    request_id: str | None
+    usage: dict[str, Any]
+    attempts: int
+    from_journal: bool
 
 
 @dataclass
@@ -49,6 +72,9 @@ class ChunkResult:
     api_seconds: float
     overlapped: bool
     from_journal: bool = False
+    resplit: tuple[str, ...] = ()  # why the spans holding it were re-split, outermost first
+    discarded: tuple[Discarded, ...] = ()  # answers paid for and re-split, first half only
+    looping: str | None = None  # a loop found in a span too short to halve (its text kept)
 
 
 @dataclass
@@ -63,7 +89,7 @@ class TranscriptResult:
     started_at: str
     finished_at: str
     api_seconds: float
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)  # sum_usage of the chunks
 
     @property
     def attempts(self) -> int:
@@ -71,24 +97,34 @@ class TranscriptResult:
 
     @property
     def api_calls(self) -> int:
-        return sum(c.attempts for c in self.chunks if not c.from_journal)
+        """HTTP requests made for this transcript, those of discarded answers included."""
+        return sum(c.attempts + sum(d.attempts for d in c.discarded) for c in self.chunks)
 
 
-def flat_usage(usage: dict[str, Any]) -> dict[str, int]:
-    """The usage fields we account for, with ``audio_tokens`` lifted out of its details."""
-    out = {k: int(usage[k]) for k in USAGE_FIELDS if isinstance(usage.get(k), int | float)}
-    details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict) and isinstance(details.get("audio_tokens"), int | float):
-        out["audio_tokens"] = int(details["audio_tokens"])
-    return out
-
-
-def sum_usage(chunks: list[ChunkResult]) -> dict[str, int]:
-    total = dict.fromkeys(USAGE_FIELDS, 0)
-    for c in chunks:
-        for k, v in flat_usage(c.usage).items():
-            total[k] += v
+def sum_usage(chunks: list[ChunkResult]) -> dict[str, Any]:
+    """What every paid answer of a file reported, summed (discarded answers were billed too):
+    each field is the sum of the values the answers gave (kept as sent, so 4.6 + 4 is 8.6), or
+    None when none gave it; ``complete`` says whether every answer gave every field."""
+    answers = [u for c in chunks for u in (c.usage, *(d.usage for d in c.discarded))]
+    known: dict[str, list[int | float]] = {k: [] for k in USAGE_FIELDS}
+    complete = True
+    for usage in answers:
+        for k, v in read_usage(usage).items():
+            if v is None:
+                complete = False
+            else:
+                known[k].append(v)
+    total: dict[str, Any] = {k: _sum(values) for k, values in known.items()}
+    total["complete"] = complete
     return total
+
+
+def _sum(values: list[int | float]) -> int | float | None:
+    if not values:
+        return None
+    total = sum(values)
+    # Sums of decimals such as 4.6 carry binary noise (13.799999999999999): keep 6 places.
+    return round(total, 6) if isinstance(total, float) else total
 
 
 def audio_params(audio: AudioSettings, max_b64_chars: int) -> AudioParams:
@@ -194,36 +230,47 @@ class FileTranscriber:
         key, start, end = span.key, span.start, span.end
         journal = self.journal
         try:
-            raw = journal.lookup(key) if journal else None
-            if raw is not None:
-                t = parse_completion(raw)
-                result = self._result(index, start, end, t, overlapped, from_journal=True)
-            else:
+            t = _journaled(journal, key)
+            from_journal = t is not None
+            if t is None:
                 if data is None:
                     data, mime = _encoded(prepared.encode(span), prepared)
                 record = (lambda r: journal.record(key, r)) if journal else None
                 t = self.client.transcribe(data, mime or "audio/mpeg", span.sent_seconds,
                                            language=self.language, on_response=record)
-                result = self._result(index, start, end, t, overlapped, from_journal=False)
-        except OutputTruncatedError as exc:
-            if span.sent_seconds < 2 * MIN_RESPLIT_SECONDS:
-                raise _name_chunk(exc, index, start, end) from exc
-            return self._resplit(prepared, index, span, overlapped)
+            why, detail = resplit_reason(t, span.sent_seconds)
+            halve = why is not None and span.sent_seconds >= 2 * MIN_RESPLIT_SECONDS
+            if why is not None and not halve and why != LOOPING:
+                raise OutputTruncatedError(f"{detail}, and the audio is too short to split "
+                                           "further", status=200, request_id=t.request_id)
         except (ApiError, AudioError) as exc:
             raise _name_chunk(exc, index, start, end) from exc
+        result = self._result(index, start, end, t, overlapped, from_journal=from_journal)
+        if why is not None and halve:
+            return self._resplit(prepared, index, span, overlapped,
+                                 _discarded(result, why, detail))
+        if why == LOOPING:
+            # A loop our rule found in a span too short to halve: its text is kept, and the
+            # chunk says so (a false alarm of the rule must never fail a file).
+            result.looping = detail
         if self.on_chunk:
             self.on_chunk(result)
         return [result]
 
-    def _resplit(self, prepared: Any, index: int, span: ClipSpan,
-                 overlapped: bool) -> list[ChunkResult]:
-        """Halves a span whose transcript hit the output cap, cutting in a pause near the middle
-        (or with an overlap where there is none)."""
+    def _resplit(self, prepared: Any, index: int, span: ClipSpan, overlapped: bool,
+                 discarded: Discarded) -> list[ChunkResult]:
+        """Halves a span whose answer stopped short or looped, cutting in a pause near the
+        middle (or with an overlap where there is none); the chunks say why, and the first
+        one keeps the discarded answer (it was paid)."""
         first, second = prepared.split(span)
         head = self._span(prepared, index, first, None, None, overlapped=overlapped)
         tail = self._span(prepared, index, second, None, None,
                           overlapped=second.overlap_before > 0)
-        return head + tail
+        chunks = head + tail
+        for c in chunks:
+            c.resplit = (discarded.reason, *c.resplit)
+        chunks[0].discarded = (discarded, *chunks[0].discarded)
+        return chunks
 
     def _result(self, index: int, start: float, end: float, t: Transcript, overlapped: bool,
                 *, from_journal: bool) -> ChunkResult:
@@ -232,6 +279,36 @@ class FileTranscriber:
                            attempts=0 if from_journal else t.attempts,
                            api_seconds=t.api_seconds, overlapped=overlapped,
                            from_journal=from_journal)
+
+
+def resplit_reason(t: Transcript, seconds: float) -> tuple[str | None, str]:
+    """Whether the answer ``t`` to ``seconds`` of audio must be re-split, and why: it stopped
+    short (finish_reason length, or repetition_truncation: the model's own loop guard,
+    mimo-api.md s.2 and s.7), or its text loops (``looping.find_loop``). The same answer from
+    the journal gives the same decision."""
+    if t.truncated:
+        return t.finish_reason, f"the answer stopped short (finish_reason {t.finish_reason})"
+    loop = find_loop(t.text, seconds)
+    return (LOOPING, loop.describe(seconds)) if loop else (None, "")
+
+
+def _journaled(journal: Journal | None, key: str) -> Transcript | None:
+    """The journaled answer for ``key``, or None when there is none to use. An error body or a
+    broken answer journaled by an earlier version was never a transcript: the span is sent
+    again rather than the error replayed for ever."""
+    raw = journal.lookup(key) if journal else None
+    if raw is None or error_in_body(raw) is not None:
+        return None
+    try:
+        return parse_completion(raw)
+    except TransientApiError:
+        return None
+
+
+def _discarded(c: ChunkResult, reason: str, detail: str) -> Discarded:
+    return Discarded(reason=reason, detail=detail, start=c.start, end=c.end,
+                     request_id=c.request_id, usage=c.usage, attempts=c.attempts,
+                     from_journal=c.from_journal)
 
 
 def _encoded(value: Any, prepared: Any) -> tuple[bytes, str]:

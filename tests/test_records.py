@@ -35,6 +35,16 @@ ERROR_0_1_0 = (
     '"failed_at": "2026-12-01T23:12:27Z", "tool": {"name": "mimo-watchd", "version": "0.1.0"}}')
 
 
+# What this version writes for the same result: 0.1.0's sidecar, except that usage is kept as
+# the answers sent it (issue 13 item 4): the second answer's missing fields are null, not left
+# out, and the total says it is incomplete.
+SIDECAR = SIDECAR_0_1_0.replace(
+    '"audio_tokens": 140}, "chunks"', '"audio_tokens": 140, "complete": false}, "chunks"'
+).replace('"usage": {"seconds": 10, "total_tokens": 90}',
+          '"usage": {"seconds": 10, "prompt_tokens": null, "completion_tokens": null, '
+          '"total_tokens": 90, "audio_tokens": null}')
+
+
 def result() -> TranscriptResult:
     chunks = [
         ChunkResult(index=0, start=0.0, end=12.3456, text="你好", request_id="req-a",
@@ -59,11 +69,13 @@ def compact(doc: object) -> str:
 
 
 def test_the_sidecar_is_byte_for_byte_what_0_1_0_wrote() -> None:
-    """A transcript renders the same sidecar JSON, key order and rounding included."""
+    """A transcript renders 0.1.0's sidecar JSON, key order and rounding included, with usage
+    as the answers sent it."""
     record = Transcribed.from_result(result(), path="/out/a b.wav", original_path="/in/a b.wav",
                                      arrived_at="2024-12-31T23:59:59Z")
-    assert compact(record.to_json()) == SIDECAR_0_1_0
-    assert dumps(record.to_json()) == dumps(json.loads(SIDECAR_0_1_0))
+    assert compact(record.to_json()) == SIDECAR
+    assert dumps(record.to_json()) == dumps(json.loads(SIDECAR))
+    assert compact(Transcribed.from_json(json.loads(SIDECAR)).to_json()) == SIDECAR
 
 
 def test_stored_results_read_back_unchanged() -> None:
