@@ -20,12 +20,8 @@ import structlog
 
 from mimo_watchd import __version__
 from mimo_watchd.config import ApiSettings, Secret, effective_base_url
-from mimo_watchd.errors import (
-    ApiError,
-    ApiUnreachableError,
-    RateLimitedError,
-    TransientApiError,
-)
+from mimo_watchd.errors import ApiError, RateLimitedError, TransientApiError
+from mimo_watchd.httperrors import translated
 from mimo_watchd.protocol import (
     Transcript,
     assemble_sse,
@@ -60,6 +56,8 @@ class MimoClient:
         self.api = api
         self._key = key
         self.url = (base_url or effective_base_url(api)) + "/chat/completions"
+        # Where the API is, for messages: the URL's host and port, never its user or password.
+        self.host = urlsplit(self.url).netloc.rpartition("@")[2]
         self.limiter = limiter or RateLimiter(api.requests_per_minute, api.tokens_per_minute)
         self._slots = threading.BoundedSemaphore(api.max_concurrency)
         self._stop = threading.Event()
@@ -169,15 +167,8 @@ class MimoClient:
                         raw = assemble_sse(_lines(resp, deadline))
                     else:
                         raw = parse_json_answer(_read_limited(resp, deadline, limit=None))
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
-                # No connection at all: an outage (DNS, refused, proxy down), not this request's.
-                raise ApiUnreachableError(urlsplit(self.url).netloc,
-                                          f"{type(exc).__name__}: {exc}") from exc
-            except httpx.TimeoutException as exc:
-                raise TransientApiError(f"timed out ({type(exc).__name__})") from exc
-            except httpx.TransportError as exc:
-                raise TransientApiError(f"connection failed: {type(exc).__name__}: {exc}") \
-                    from exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise translated(exc, self.host) from exc
         usage = raw.get("usage")
         reservation.settle(usage.get("total_tokens") if isinstance(usage, dict) else None)
         if on_response is not None:
