@@ -230,7 +230,7 @@ class FileTranscriber:
         key, start, end = span.key, span.start, span.end
         journal = self.journal
         try:
-            t = _journaled(journal, key)
+            t = journaled(journal, key)
             from_journal = t is not None
             if t is None:
                 if data is None:
@@ -292,7 +292,7 @@ def resplit_reason(t: Transcript, seconds: float) -> tuple[str | None, str]:
     return (LOOPING, loop.describe(seconds)) if loop else (None, "")
 
 
-def _journaled(journal: Journal | None, key: str) -> Transcript | None:
+def journaled(journal: Journal | None, key: str) -> Transcript | None:
     """The journaled answer for ``key``, or None when there is none to use. An error body or a
     broken answer journaled by an earlier version was never a transcript: the span is sent
     again rather than the error replayed for ever."""
