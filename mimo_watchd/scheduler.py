@@ -97,6 +97,13 @@ class Scheduler:
                     self.admit(ready)
                 except LedgerFullError:
                     self.unadmitted[ready.path] = ready  # kept until the ledger has space
+                except LedgerError:
+                    raise  # the ledger itself is in trouble: the daemon decides
+                except Exception:
+                    # One file must never stop the others of its round; forgotten, it is
+                    # offered again by the next scan.
+                    log.exception("intake.error", path=str(ready.path))
+                    self.settler.forget(ready.path)
         finally:
             self.admitting = False
 

@@ -101,14 +101,19 @@ class TranscriptResult:
         return sum(c.attempts + sum(d.attempts for d in c.discarded) for c in self.chunks)
 
 
+def paid_usages(chunks: list[ChunkResult]) -> list[dict[str, Any]]:
+    """The usage object of every answer paid for a file: the chunks', and those of answers
+    discarded because their span was re-split (billed all the same)."""
+    return [u for c in chunks for u in (c.usage, *(d.usage for d in c.discarded))]
+
+
 def sum_usage(chunks: list[ChunkResult]) -> dict[str, Any]:
-    """What every paid answer of a file reported, summed (discarded answers were billed too):
-    each field is the sum of the values the answers gave (kept as sent, so 4.6 + 4 is 8.6), or
-    None when none gave it; ``complete`` says whether every answer gave every field."""
-    answers = [u for c in chunks for u in (c.usage, *(d.usage for d in c.discarded))]
+    """What every paid answer of a file reported (``paid_usages``), summed: each field is the
+    sum of the values the answers gave (kept as sent, so 4.6 + 4 is 8.6), or None when none
+    gave it; ``complete`` says whether every answer gave every field."""
     known: dict[str, list[int | float]] = {k: [] for k in USAGE_FIELDS}
     complete = True
-    for usage in answers:
+    for usage in paid_usages(chunks):
         for k, v in read_usage(usage).items():
             if v is None:
                 complete = False
