@@ -3,12 +3,18 @@ journal entry is worth, and what a file's usage adds up to."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from mimo_watchd.audio import AudioInfo
+from mimo_watchd.billing import Price
 from mimo_watchd.protocol import parse_completion
+from mimo_watchd.records import Transcribed
 from mimo_watchd.transcription import (
     ChunkResult,
     Discarded,
+    TranscriptResult,
     journaled,
     resplit_reason,
     sum_usage,
@@ -87,3 +93,34 @@ def test_usage_sums_as_sent_and_says_when_incomplete() -> None:
     lost = Discarded(reason="looping", detail="", start=0.0, end=8.0, request_id=None,
                      usage={**full, "seconds": 8}, attempts=1, from_journal=False)
     assert sum_usage([chunk(full, (lost,)), chunk(full)])["seconds"] == 16
+
+
+def test_the_sidecar_says_why_a_chunk_was_re_split_and_what_was_paid() -> None:
+    """Re-split chunks carry the reason; the first keeps the discarded answer, whose seconds
+    count in the usage, the cost and the calls; a stored record renders back the same."""
+    full = PUBLISHED["usage"]
+    lost = Discarded(reason="looping", detail="looping output: 'thank you' 60 times in 8.0 s "
+                     "of audio", start=0.0, end=8.0, request_id="r0",
+                     usage={**full, "seconds": 8}, attempts=1, from_journal=False)
+    first = chunk(full, (lost,))
+    first.resplit = ("looping",)
+    second = ChunkResult(index=1, start=4.0, end=8.0, text="y", request_id="r2", usage={},
+                         attempts=2, api_seconds=0.1, overlapped=False, resplit=("looping",),
+                         looping="looping output: 'y' 9 times in 4.0 s of audio")
+    path = Path("/in/a.wav")
+    result = TranscriptResult(
+        path=path, sha256="ab" * 32, info=AudioInfo(path, "wav", "pcm_s16le", 8.0, 16000, 1, 9),
+        text="x y", language="auto", model="mimo-v2.5-asr", chunks=[first, second],
+        started_at="t0", finished_at="t1", api_seconds=0.2, usage=sum_usage([first, second]))
+    record = Transcribed.from_result(result, path="/out/a.wav", original_path="/in/a.wav",
+                                     price=Price(0.5, "CNY"))
+    doc = record.to_json()
+    one, two = doc["chunks"]
+    assert one["resplit"] == ["looping"] and two["resplit"] == ["looping"]
+    assert one["discarded"][0]["reason"] == "looping" and "discarded" not in two
+    assert one["discarded"][0]["usage"]["seconds"] == 8 and "looping" not in one
+    assert two["looping"].startswith("looping output") and two["usage"]["seconds"] is None
+    assert doc["usage"]["seconds"] == 12 and doc["usage"]["complete"] is False
+    assert doc["cost"]["billed_seconds"] == 12 and doc["cost"]["complete"] is False
+    assert record.log_fields()["api_calls"] == 4 and record.log_fields()["usage_complete"] is False
+    assert Transcribed.from_json(json.loads(json.dumps(doc))).to_json() == doc
