@@ -204,9 +204,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                  billed_seconds=result.usage.get("seconds"),
                  tokens=result.usage.get("total_tokens"), chunks=len(result.chunks),
                  attempts=result.attempts, seconds=round(time.monotonic() - started, 3))
+        billed = result.usage.get("seconds")
         progress.step(path, f"{result.info.duration_seconds:.1f} s audio, "
-                      f"{result.usage.get('seconds')} s billed, "
-                      f"{len(result.chunks)} chunk(s) -> {sidecars['txt']}")
+                      + ("billed seconds not reported, " if billed is None else
+                         f"{billed} s billed, ")
+                      + f"{len(result.chunks)} chunk(s) -> {sidecars['txt']}")
         return doc
 
     try:
