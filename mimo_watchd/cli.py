@@ -235,9 +235,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         log.info("file.done", path=str(path), outcome="done",
                  **{k: str(v) for k, v in sidecars.items()}, **fields,
                  attempts=result.attempts, seconds=round(time.monotonic() - started, 3))
+        billed = fields["billed_seconds"]
         progress.step(path, f"{fields['audio_seconds']:.1f} s audio, "
-                      f"{fields['sent_seconds']:.1f} s sent, {fields['billed_seconds']} s "
-                      f"billed, {fields['clips']} clip(s) -> "
+                      f"{fields['sent_seconds']:.1f} s sent, "
+                      + ("billed seconds not reported, " if billed is None else
+                         f"{billed} s billed, ")
+                      + f"{fields['clips']} clip(s) -> "
                       + ", ".join(str(p) for p in sidecars.values()))
         return doc
 

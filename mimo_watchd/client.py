@@ -1,20 +1,17 @@
-"""The MiMo ASR HTTP client: one request shape, both response shapes, one error mapping.
+"""The stateful MiMo API client: HTTP, deadlines, retries, and the limiter's bookkeeping.
 
-httpx exceptions are translated into ``mimo_watchd.errors`` here and nowhere else. Every paid
-(HTTP 200) response is handed to ``on_response`` the moment it is complete, before it is
-interpreted, so the caller can journal it and never pay for the same audio twice.
+What a request and an answer look like, and what an answer means, is ``protocol``'s (pure
+functions). httpx exceptions are translated into ``mimo_watchd.errors`` here and nowhere
+else. Every paid (HTTP 200) answer is handed to ``on_response`` the moment it is complete,
+before it is interpreted, so the caller can journal it and never pay for the same audio twice.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,129 +20,24 @@ import structlog
 
 from mimo_watchd import __version__
 from mimo_watchd.config import ApiSettings, Secret, effective_base_url
-from mimo_watchd.errors import (
-    ApiError,
-    ApiUnreachableError,
-    AudioError,
-    OperatorError,
-    OutputTruncatedError,
-    PermanentApiError,
-    RateLimitedError,
-    TransientApiError,
+from mimo_watchd.errors import ApiError, RateLimitedError, TransientApiError
+from mimo_watchd.httperrors import translated
+from mimo_watchd.protocol import (
+    Transcript,
+    assemble_sse,
+    classify,
+    parse_completion,
+    parse_json_answer,
+    request_body,
+    retry_after_seconds,
 )
 from mimo_watchd.ratelimit import RateLimiter, Reservation
 
 log = structlog.get_logger("mimo_watchd.client")
 
-MIME_BY_FORMAT = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 MAX_ERROR_BODY = 64 * 1024
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_LANG_TAG = re.compile(r"</?\s*(?:chinese|english)\s*>", re.IGNORECASE)
-_FUNDS = re.compile(r"insufficient|balance|funds|arrear", re.IGNORECASE)
 
 ResponseHook = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """What one successful request produced."""
-
-    text: str
-    finish_reason: str
-    request_id: str | None
-    usage: dict[str, Any]
-    attempts: int
-    api_seconds: float
-    raw: dict[str, Any] = field(repr=False)
-
-    @property
-    def no_speech(self) -> bool:
-        return self.text == ""
-
-
-def clean_text(content: str | None) -> str:
-    """The transcript without model tags: ``<think>…</think>`` and ``<chinese>``/``<english>``."""
-    if not content:
-        return ""
-    text = _THINK.sub("", content)
-    text = _LANG_TAG.sub("", text)
-    return text.strip()
-
-
-def parse_completion(raw: dict[str, Any], *, attempts: int = 1, api_seconds: float = 0.0
-                     ) -> Transcript:
-    """Interprets a (journaled) chat.completion body; raises for length/content_filter/garbage."""
-    try:
-        choice = raw["choices"][0]
-        content = choice["message"].get("content")
-        finish = choice.get("finish_reason") or "stop"
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise TransientApiError(f"malformed response: {_excerpt(raw)}", status=200) from exc
-    request_id = raw.get("id")
-    usage = raw.get("usage") if isinstance(raw.get("usage"), dict) else {}
-    text = clean_text(content if isinstance(content, str) else None)
-    if finish == "content_filter":
-        raise PermanentApiError("moderation block: the API filtered this audio "
-                                "(finish_reason content_filter)", status=200,
-                                body={"finish_reason": finish}, request_id=request_id)
-    if finish == "length":
-        raise OutputTruncatedError("transcript hit the output limit (finish_reason length)",
-                                   partial_text=text, status=200, request_id=request_id)
-    return Transcript(text=text, finish_reason=finish, request_id=request_id, usage=usage or {},
-                      attempts=attempts, api_seconds=api_seconds, raw=raw)
-
-
-def _excerpt(value: Any, limit: int = 300) -> str:
-    s = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)[:limit]
-    return s[:limit]
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def classify(status: int, body_text: str, headers: httpx.Headers) -> ApiError:
-    """Maps a non-200 answer to the error hierarchy; the body may be JSON, HTML or empty."""
-    try:
-        body: Any = json.loads(body_text) if body_text else None
-    except ValueError:
-        body = None
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):
-        message = " - ".join(str(x) for x in (err.get("message"), err.get("param")) if x)
-    elif isinstance(body, dict) and "message" in body:
-        message = str(body["message"])  # the unwrapped shape seen with 402
-    else:
-        message = _excerpt(body_text.strip(), 120) if body_text.strip() else "(empty body)"
-    kept = body if body is not None else (_excerpt(body_text, 500) or None)
-    what = f"HTTP {status}: {message}"
-    kw: dict[str, Any] = {"status": status, "body": kept}
-    if status in (401, 403):
-        hint = "invalid API key or key for another host" if status == 401 else \
-            "access refused (region or key restriction)"
-        return OperatorError(f"{what} ({hint})", **kw)
-    if status == 402 or _FUNDS.search(message):
-        return OperatorError(f"{what} (insufficient balance: top up the account)", **kw)
-    if status == 404:
-        return OperatorError(f"{what} (wrong api.base_url or api.model?)", **kw)
-    if status == 421:
-        return PermanentApiError(f"{what} (moderation block)", **kw)
-    if status == 429:
-        return RateLimitedError(what, retry_after=_retry_after(headers), **kw)
-    if status in (408, 425) or status >= 500:
-        return TransientApiError(what, retry_after=_retry_after(headers), **kw)
-    return PermanentApiError(what, **kw)
 
 
 class MimoClient:
@@ -164,6 +56,8 @@ class MimoClient:
         self.api = api
         self._key = key
         self.url = (base_url or effective_base_url(api)) + "/chat/completions"
+        # Where the API is, for messages: the URL's host and port, never its user or password.
+        self.host = urlsplit(self.url).netloc.rpartition("@")[2]
         # The limiter owns every pacing decision: the windows and the requests in flight.
         self.limiter = limiter or RateLimiter(api.requests_per_minute, api.tokens_per_minute,
                                               counts=api.tpm_counts,
@@ -196,20 +90,6 @@ class MimoClient:
             else {"api-key": key}
         return {**auth, "Content-Type": "application/json"}
 
-    def _body(self, data: bytes, mime: str, language: str) -> bytes:
-        b64 = base64.b64encode(data).decode("ascii")
-        if len(b64) > self.api.max_request_b64_chars:
-            raise AudioError(f"audio too large for one request: {len(b64):,} base64 characters "
-                             f"(limit {self.api.max_request_b64_chars:,})")
-        body = {
-            "model": self.api.model,
-            "messages": [{"role": "user", "content": [
-                {"type": "input_audio", "input_audio": {"data": f"data:{mime};base64,{b64}"}}]}],
-            "asr_options": {"language": language},
-            "stream": self.api.stream,
-        }
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
-
     def _timeout(self, duration: float, size: int) -> tuple[httpx.Timeout, float]:
         """Per-operation timeouts plus a hard deadline for the whole exchange."""
         rw = self.api.timeout_base_seconds + self.api.timeout_per_audio_second * duration
@@ -228,7 +108,9 @@ class MimoClient:
         on_response: ResponseHook | None = None,
     ) -> Transcript:
         """One transcript for one request's worth of audio, retrying transient failures."""
-        body = self._body(data, mime, language or self.api.language)
+        body = request_body(data, mime, model=self.api.model,
+                            language=language or self.api.language, stream=self.api.stream,
+                            max_b64_chars=self.api.max_request_b64_chars)
         attempt = 0
         while True:
             attempt += 1
@@ -276,27 +158,24 @@ class MimoClient:
                                        timeout=timeout) as resp:
                     if resp.status_code != 200:
                         text = _read_limited(resp, deadline)
-                        raise classify(resp.status_code, text, resp.headers)
+                        raise classify(resp.status_code, text,
+                                       retry_after=retry_after_seconds(
+                                           resp.headers.get("retry-after"), time.time()),
+                                       location=resp.headers.get("location"),
+                                       secrets=[self._key.reveal()])
                     ctype = resp.headers.get("content-type", "")
                     if self.api.stream or "text/event-stream" in ctype:
                         raw = assemble_sse(_lines(resp, deadline))
                     else:
-                        raw = _parse_json(_read_limited(resp, deadline, limit=None))
+                        raw = parse_json_answer(_read_limited(resp, deadline, limit=None))
             except ApiError as exc:
                 # An error status (or error event) was not charged; an answer that arrived
                 # broken (status 200) was: its model ran, so its reservation stays.
                 if exc.status is not None and exc.status != 200:
                     self._uncharged(reservation, exc)
                 raise
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
-                # No connection at all: an outage (DNS, refused, proxy down), not this request's.
-                raise ApiUnreachableError(urlsplit(self.url).netloc,
-                                          f"{type(exc).__name__}: {exc}") from exc
-            except httpx.TimeoutException as exc:
-                raise TransientApiError(f"timed out ({type(exc).__name__})") from exc
-            except httpx.TransportError as exc:
-                raise TransientApiError(f"connection failed: {type(exc).__name__}: {exc}") \
-                    from exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise translated(exc, self.host) from exc
             if isinstance(raw.get("error"), dict):
                 self.limiter.refund(reservation)  # an error inside a 200 is not charged either
             else:
@@ -307,7 +186,6 @@ class MimoClient:
         if on_response is not None:
             on_response(raw)
         return raw
-
 
     def _uncharged(self, reservation: Reservation, exc: ApiError) -> None:
         """Give back what an error answer did not cost; a 429 holds every request."""
@@ -339,66 +217,3 @@ def _lines(resp: httpx.Response, deadline: float) -> Iterator[str]:
     for line in resp.iter_lines():
         _check_deadline(deadline)
         yield line
-
-
-def _parse_json(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise TransientApiError(f"HTTP 200 with a body that is not JSON: {_excerpt(text, 120)}",
-                                status=200) from exc
-    if not isinstance(value, dict):
-        raise TransientApiError("HTTP 200 with a JSON body that is not an object", status=200)
-    return value
-
-
-def assemble_sse(lines: Iterator[str]) -> dict[str, Any]:
-    """Turns the chunk stream into the shape of a non-streaming completion.
-
-    Content deltas are concatenated, usage comes from the final ``choices: []`` chunk, comment
-    lines are ignored; a stream that ends before ``data: [DONE]`` is a transient failure.
-    """
-    parts: list[str] = []
-    finish: str | None = None
-    usage: dict[str, Any] | None = None
-    meta: dict[str, Any] = {}
-    for line in lines:
-        if not line or line.startswith(":"):
-            continue
-        if not line.startswith("data:"):
-            continue  # "event:", "id:", "retry:" fields carry nothing for us
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            return {
-                "id": meta.get("id"), "object": "chat.completion", "created": meta.get("created"),
-                "model": meta.get("model"),
-                "choices": [{"index": 0, "finish_reason": finish or "stop",
-                             "message": {"role": "assistant", "content": "".join(parts)}}],
-                "usage": usage or {},
-                "streamed": True,
-            }
-        try:
-            event = json.loads(payload)
-        except ValueError as exc:
-            raise TransientApiError(f"malformed stream event: {_excerpt(payload, 120)}",
-                                    status=200) from exc
-        if "error" in event:
-            err = event["error"]
-            status = int(err.get("code", 500)) if str(err.get("code", "")).isdigit() else 500
-            raise classify(status, json.dumps(event), httpx.Headers())
-        for k in ("id", "created", "model"):
-            meta.setdefault(k, event.get(k))
-        if isinstance(event.get("usage"), dict):
-            usage = event["usage"]
-        for choice in event.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
-                parts.append(delta["content"])
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-    raise TransientApiError("stream ended without [DONE]", status=200)
-
-
-def mime_for(fmt: str) -> str:
-    """The data-URL MIME type for a sniffed format the API accepts."""
-    return MIME_BY_FORMAT[fmt]

@@ -250,6 +250,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not args.api or key is None:
         return ExitCode.OK
     from mimo_watchd.client import MimoClient
+    from mimo_watchd.protocol import read_usage
 
     client = MimoClient(settings.api, key)
     started = time.monotonic()
@@ -263,8 +264,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         return ExitCode.API
     finally:
         client.close()
+    billed = read_usage(t.usage)["seconds"]
     print(f"api ok: {client.url} answered in {time.monotonic() - started:.2f} s "
-          f"(auth and balance fine; billed {t.usage.get('seconds')} s)")
+          "(auth and balance fine; "
+          + ("billed seconds not reported)" if billed is None else f"billed {billed} s)"))
     return ExitCode.OK
 
 

@@ -10,12 +10,15 @@ are translated at exactly one boundary each and chained with ``from exc``::
     │   └── IncompleteAudioError    looks like audio still being written: re-check later
     ├── ApiError                    anything the MiMo API (or the way to it) answered
     │   ├── PermanentApiError       400, 421, content_filter: this input will never succeed
-    │   ├── OutputTruncatedError    finish_reason "length": re-split the audio smaller
-    │   ├── TransientApiError       429, 5xx, timeouts, dropped connections, stream without [DONE]
+    │   ├── OutputTruncatedError    an answer cut short (length, repetition_truncation) for
+    │   │                           audio too short to split again
+    │   ├── TransientApiError       429, 5xx, timeouts, dropped connections, a stream cut
+    │   │                           before its finish chunk, an answer that is no completion
     │   │   ├── RateLimitedError    429 specifically (slows the whole client down)
     │   │   └── ApiUnreachableError no connection to the API's host (DNS, refused, proxy, connect
     │   │                           timeout): pause all API work until it answers again
-    │   └── OperatorError           401, 402, 403, 404: needs a human; pause all API work
+    │   └── OperatorError           401, 402, 403, 404, a base_url that cannot be used or
+    │                               redirects: needs a human; pause all API work
     ├── BudgetReachedError          the day's api.daily_budget is billed: pause API work until
     │                               the next day begins (``resume_at``)
     ├── JobError                    a file could not be processed for a reason of its own
@@ -151,11 +154,8 @@ class PermanentApiError(ApiError):
 
 
 class OutputTruncatedError(ApiError):
-    """The transcript hit the output cap (``finish_reason: length``): cut the audio smaller."""
-
-    def __init__(self, message: str, *, partial_text: str = "", **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.partial_text = partial_text
+    """An answer stopped short (``finish_reason`` length, or repetition_truncation) for audio
+    already too short to be split again: the transcript would miss the rest."""
 
 
 class TransientApiError(ApiError):

@@ -30,9 +30,10 @@ from typing import Any
 from mimo_watchd import __version__, timeline
 from mimo_watchd.billing import Cost, Price
 from mimo_watchd.errors import ApiError, MimoWatchdError
+from mimo_watchd.protocol import USAGE_FIELDS, read_usage
 from mimo_watchd.timeline import SCHEMA_1, Segment
 from mimo_watchd.timestamps import iso_seconds
-from mimo_watchd.transcription import USAGE_FIELDS, ChunkResult, TranscriptResult, flat_usage
+from mimo_watchd.transcription import ChunkResult, Discarded, TranscriptResult, paid_usages
 
 SCHEMA = "mimo-watchd/transcript@2"
 ERROR_SCHEMA = "mimo-watchd/error@1"
@@ -57,56 +58,96 @@ class Source:
                 "duration_seconds": self.duration_seconds}
 
 
+Number = int | float
+
+
 @dataclass(frozen=True)
 class Usage:
-    """What the API reported it billed, summed over a file's chunks."""
+    """What the API reported it billed, summed over a file's paid answers (``sum_usage``).
 
-    seconds: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    audio_tokens: int = 0
+    Each field is kept as the answers sent it (a float stays a float) and is None when no
+    answer said; ``complete`` is False when some answer left a field out (the sum is then a
+    lower bound), None in a record stored before it was kept."""
+
+    seconds: Number | None = None
+    prompt_tokens: Number | None = None
+    completion_tokens: Number | None = None
+    total_tokens: Number | None = None
+    audio_tokens: Number | None = None
+    complete: bool | None = None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Usage:
-        return cls(**{k: int(doc.get(k) or 0) for k in USAGE_FIELDS})
+        return cls(**{k: doc.get(k) for k in USAGE_FIELDS}, complete=doc.get("complete"))
 
-    def to_json(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in USAGE_FIELDS}
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {k: getattr(self, k) for k in USAGE_FIELDS}
+        if self.complete is not None:
+            doc["complete"] = self.complete
+        return doc
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """One request's worth of a file's audio and what answered it."""
+    """One request's worth of a file's audio and what answered it.
+
+    ``resplit``, ``discarded`` and ``looping`` are written only when they say something (so a
+    chunk stored before they existed renders as it was written): why the audio it is part of
+    was re-split, outermost first; the answers paid for and then re-split (on the first chunk
+    of a re-split span); a loop found in audio too short to split again (its text is kept)."""
 
     index: int
     start: float
     end: float
     request_id: str | None
-    usage: Mapping[str, int]  # the usage fields the response had
+    usage: Mapping[str, Number | None]  # each usage field as the answer sent it, or None
     attempts: int  # HTTP requests made for it (0: answered from the journal)
     from_journal: bool
     sent_seconds: float | None = None  # audio sent (None: stored by 0.1, which had no such)
+    resplit: tuple[str, ...] = ()
+    discarded: tuple[Mapping[str, Any], ...] = ()
+    looping: str | None = None
 
     @classmethod
     def from_result(cls, c: ChunkResult) -> Chunk:
         return cls(index=c.index, start=round(c.start, 3), end=round(c.end, 3),
-                   request_id=c.request_id, usage=flat_usage(c.usage), attempts=c.attempts,
-                   from_journal=c.from_journal, sent_seconds=round(c.sent_seconds, 3))
+                   request_id=c.request_id, usage=read_usage(c.usage), attempts=c.attempts,
+                   from_journal=c.from_journal, sent_seconds=round(c.sent_seconds, 3),
+                   resplit=c.resplit, discarded=tuple(_discarded_json(d) for d in c.discarded),
+                   looping=c.looping)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Chunk:
         return cls(index=doc["index"], start=doc["start"], end=doc["end"],
                    request_id=doc["request_id"], usage=dict(doc["usage"]),
                    attempts=doc["attempts"], from_journal=doc["from_journal"],
-                   sent_seconds=doc.get("sent_seconds"))
+                   sent_seconds=doc.get("sent_seconds"), resplit=tuple(doc.get("resplit", ())),
+                   discarded=tuple(doc.get("discarded", ())), looping=doc.get("looping"))
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP requests made for it and for the answers discarded before it."""
+        return self.attempts + sum(int(d["attempts"]) for d in self.discarded)
 
     def to_json(self) -> dict[str, Any]:
-        doc = {"index": self.index, "start": self.start, "end": self.end}
+        doc: dict[str, Any] = {"index": self.index, "start": self.start, "end": self.end}
         if self.sent_seconds is not None:
             doc["sent_seconds"] = self.sent_seconds
-        return {**doc, "request_id": self.request_id, "usage": dict(self.usage),
-                "attempts": self.attempts, "from_journal": self.from_journal}
+        doc.update({"request_id": self.request_id, "usage": dict(self.usage),
+                    "attempts": self.attempts, "from_journal": self.from_journal})
+        if self.resplit:
+            doc["resplit"] = list(self.resplit)
+        if self.discarded:
+            doc["discarded"] = [dict(d) for d in self.discarded]
+        if self.looping is not None:
+            doc["looping"] = self.looping
+        return doc
+
+
+def _discarded_json(d: Discarded) -> dict[str, Any]:
+    return {"reason": d.reason, "detail": d.detail, "start": round(d.start, 3),
+            "end": round(d.end, 3), "request_id": d.request_id, "usage": read_usage(d.usage),
+            "attempts": d.attempts, "from_journal": d.from_journal}
 
 
 @dataclass(frozen=True)
@@ -188,7 +229,7 @@ class Transcribed:
             audio_seconds=None if summary is None else round(summary.audio_seconds, 3),
             sent_seconds=round(result.sent_seconds, 3), levels=levels,
             no_speech_reason=result.no_speech_reason,
-            cost=Cost.of([c.usage for c in result.chunks], price) if price else None)
+            cost=Cost.of(paid_usages(result.chunks), price) if price else None)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Transcribed:
@@ -270,9 +311,12 @@ class Transcribed:
             return {"audio_seconds": audio, "sent_seconds": 0, "billed_seconds": 0,
                     "tokens": 0, "clips": 0, "api_calls": 0, "no_speech": self.no_speech,
                     "duplicate_of": self.duplicate_of, **cost}
+        # billed_seconds and tokens are None when no answer said; usage_complete False when
+        # some answer left them out (then they are lower bounds).
         return {"audio_seconds": audio, "sent_seconds": self.sent_seconds,
                 "billed_seconds": self.usage.seconds, "tokens": self.usage.total_tokens,
-                "clips": len(self.chunks), "api_calls": sum(c.attempts for c in self.chunks),
+                "usage_complete": self.usage.complete, "clips": len(self.chunks),
+                "api_calls": sum(c.api_calls for c in self.chunks),
                 "no_speech": self.no_speech, **cost}
 
 

@@ -31,16 +31,24 @@ from mimo_watchd.audio import (
     Source,
     prepare,
 )
-from mimo_watchd.client import MimoClient, parse_completion
+from mimo_watchd.client import MimoClient
 from mimo_watchd.config import AudioSettings
 from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, TransientApiError
 from mimo_watchd.fsutil import sha256_file
 from mimo_watchd.inputs import InputFile
+from mimo_watchd.looping import find_loop
+from mimo_watchd.protocol import (
+    USAGE_FIELDS,
+    Transcript,
+    error_in_body,
+    parse_completion,
+    read_usage,
+)
 from mimo_watchd.timeline import Pieces, Segment
 from mimo_watchd.timestamps import now_iso
 
-USAGE_FIELDS = ("seconds", "prompt_tokens", "completion_tokens", "total_tokens", "audio_tokens")
 MIN_RESPLIT_SECONDS = 4.0
+LOOPING = "looping"  # why a span was re-split: its answer looped (looping.find_loop)
 
 
 class Journal(Protocol):
@@ -49,6 +57,21 @@ class Journal(Protocol):
     def lookup(self, key: str) -> dict[str, Any] | None: ...
 
     def record(self, key: str, raw: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Discarded:
+    """A paid answer that was not used: its span was re-split (``reason``: the answer's
+    finish_reason, length or repetition_truncation, or looping). It was billed all the same."""
+
+    reason: str
+    detail: str
+    start: float
+    end: float
+    request_id: str | None
+    usage: dict[str, Any]
+    attempts: int
+    from_journal: bool
 
 
 @dataclass
@@ -65,6 +88,9 @@ class ChunkResult:
     api_seconds: float
     overlapped: bool
     from_journal: bool = False
+    resplit: tuple[str, ...] = ()  # why the spans holding it were re-split, outermost first
+    discarded: tuple[Discarded, ...] = ()  # answers paid for and re-split, first half only
+    looping: str | None = None  # a loop found in a span too short to halve (its text kept)
     pieces: Pieces = ()  # the source ranges sent (empty: start to end)
     overlap_seconds: float = 0.0  # sent audio at its start that repeats the previous clip
 
@@ -91,7 +117,7 @@ class TranscriptResult:
     started_at: str
     finished_at: str
     api_seconds: float
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)  # sum_usage of the chunks
     segments: list[Segment] = field(default_factory=list)  # one per chunk, in order
     summary: AudioSummary | None = None  # what the audio layer measured (levels, lengths)
     no_speech_reason: str | None = None  # why the transcript is empty (None: it is not)
@@ -102,7 +128,8 @@ class TranscriptResult:
 
     @property
     def api_calls(self) -> int:
-        return sum(c.attempts for c in self.chunks if not c.from_journal)
+        """HTTP requests made for this transcript, those of discarded answers included."""
+        return sum(c.attempts + sum(d.attempts for d in c.discarded) for c in self.chunks)
 
     @property
     def sent_seconds(self) -> float:
@@ -110,21 +137,35 @@ class TranscriptResult:
         return sum(c.sent_seconds for c in self.chunks)
 
 
-def flat_usage(usage: dict[str, Any]) -> dict[str, int]:
-    """The usage fields we account for, with ``audio_tokens`` lifted out of its details."""
-    out = {k: int(usage[k]) for k in USAGE_FIELDS if isinstance(usage.get(k), int | float)}
-    details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict) and isinstance(details.get("audio_tokens"), int | float):
-        out["audio_tokens"] = int(details["audio_tokens"])
-    return out
+def paid_usages(chunks: list[ChunkResult]) -> list[dict[str, Any]]:
+    """The usage object of every answer paid for a file: the chunks', and those of answers
+    discarded because their span was re-split (billed all the same)."""
+    return [u for c in chunks for u in (c.usage, *(d.usage for d in c.discarded))]
 
 
-def sum_usage(chunks: list[ChunkResult]) -> dict[str, int]:
-    total = dict.fromkeys(USAGE_FIELDS, 0)
-    for c in chunks:
-        for k, v in flat_usage(c.usage).items():
-            total[k] += v
+def sum_usage(chunks: list[ChunkResult]) -> dict[str, Any]:
+    """What every paid answer of a file reported (``paid_usages``), summed: each field is the
+    sum of the values the answers gave (kept as sent, so 4.6 + 4 is 8.6), or None when none
+    gave it; ``complete`` says whether every answer gave every field."""
+    known: dict[str, list[int | float]] = {k: [] for k in USAGE_FIELDS}
+    complete = True
+    for usage in paid_usages(chunks):
+        for k, v in read_usage(usage).items():
+            if v is None:
+                complete = False
+            else:
+                known[k].append(v)
+    total: dict[str, Any] = {k: _sum(values) for k, values in known.items()}
+    total["complete"] = complete
     return total
+
+
+def _sum(values: list[int | float]) -> int | float | None:
+    if not values:
+        return None
+    total = sum(values)
+    # Sums of decimals such as 4.6 carry binary noise (13.799999999999999): keep 6 places.
+    return round(total, 6) if isinstance(total, float) else total
 
 
 def audio_params(audio: AudioSettings, max_b64_chars: int) -> AudioParams:
@@ -250,43 +291,84 @@ class FileTranscriber:
     def _span(self, prepared: PreparedAudio, index: int, span: ClipSpan,
               encoded: tuple[bytes, str] | None, overlap: float) -> list[ChunkResult]:
         """The answer to ``span`` (its bytes and MIME type ``encoded``, or encoded now when
-        None): from the journal, else paid (journaled first); a clip cut off by the output cap
-        is halved."""
+        None): from the journal, else paid (journaled first); a clip whose answer stopped short
+        or looped is halved."""
         key, start, end = span.key, span.start, span.end
         journal = self.journal
         try:
-            raw = journal.lookup(key) if journal else None
-            if raw is not None:
-                t = parse_completion(raw)
-            else:
+            t = journaled(journal, key)
+            from_journal = t is not None
+            if t is None:
                 data, mime = encoded or (prepared.encode(span), prepared.clip_mime)
                 record = (lambda r: journal.record(key, r)) if journal else None
                 t = self.client.transcribe(data, mime, span.sent_seconds,
                                            language=self.language, on_response=record)
-        except OutputTruncatedError as exc:
-            if span.sent_seconds < 2 * MIN_RESPLIT_SECONDS:
-                raise _name_clip(exc, index, start, end) from exc
-            return self._resplit(prepared, index, span, overlap)
+            why, detail = resplit_reason(t, span.sent_seconds)
+            halve = why is not None and span.sent_seconds >= 2 * MIN_RESPLIT_SECONDS
+            if why is not None and not halve and why != LOOPING:
+                raise OutputTruncatedError(f"{detail}, and the audio is too short to split "
+                                           "further", status=200, request_id=t.request_id)
         except (ApiError, AudioError) as exc:
             raise _name_clip(exc, index, start, end) from exc
         result = ChunkResult(index=index, start=start, end=end, text=t.text,
                              request_id=t.request_id, usage=t.usage,
-                             attempts=0 if raw is not None else t.attempts,
+                             attempts=0 if from_journal else t.attempts,
                              api_seconds=t.api_seconds, overlapped=overlap > 0,
-                             from_journal=raw is not None, pieces=span.pieces,
+                             from_journal=from_journal, pieces=span.pieces,
                              overlap_seconds=overlap)
+        if why is not None and halve:
+            return self._resplit(prepared, index, span, overlap, _discarded(result, why, detail))
+        if why == LOOPING:
+            # A loop our rule found in a span too short to halve: its text is kept, and the
+            # clip says so (a false alarm of the rule must never fail a file).
+            result.looping = detail
         if self.on_chunk:
             self.on_chunk(result)
         return [result]
 
-    def _resplit(self, prepared: PreparedAudio, index: int, span: ClipSpan,
-                 overlap: float) -> list[ChunkResult]:
-        """Halves a clip whose transcript hit the output cap, cutting where a left-out
-        silence was, else in a pause near the middle, else with an overlap."""
+    def _resplit(self, prepared: PreparedAudio, index: int, span: ClipSpan, overlap: float,
+                 discarded: Discarded) -> list[ChunkResult]:
+        """Halves a clip whose answer stopped short or looped, cutting where a left-out
+        silence was, else in a pause near the middle, else with an overlap; the clips say why,
+        and the first one keeps the discarded answer (it was paid)."""
         first, second = prepared.split(span)
         head = self._span(prepared, index, first, None, overlap)
         tail = self._span(prepared, index, second, None, second.overlap_before)
-        return head + tail
+        chunks = head + tail
+        for c in chunks:
+            c.resplit = (discarded.reason, *c.resplit)
+        chunks[0].discarded = (discarded, *chunks[0].discarded)
+        return chunks
+
+
+def resplit_reason(t: Transcript, seconds: float) -> tuple[str | None, str]:
+    """Whether the answer ``t`` to ``seconds`` of audio must be re-split, and why: it stopped
+    short (finish_reason length, or repetition_truncation: the model's own loop guard,
+    mimo-api.md s.2 and s.7), or its text loops (``looping.find_loop``). The same answer from
+    the journal gives the same decision."""
+    if t.truncated:
+        return t.finish_reason, f"the answer stopped short (finish_reason {t.finish_reason})"
+    loop = find_loop(t.text, seconds)
+    return (LOOPING, loop.describe(seconds)) if loop else (None, "")
+
+
+def journaled(journal: Journal | None, key: str) -> Transcript | None:
+    """The journaled answer for ``key``, or None when there is none to use. An error body or a
+    broken answer journaled by an earlier version was never a transcript: the span is sent
+    again rather than the error replayed for ever."""
+    raw = journal.lookup(key) if journal else None
+    if raw is None or error_in_body(raw) is not None:
+        return None
+    try:
+        return parse_completion(raw)
+    except TransientApiError:
+        return None
+
+
+def _discarded(c: ChunkResult, reason: str, detail: str) -> Discarded:
+    return Discarded(reason=reason, detail=detail, start=c.start, end=c.end,
+                     request_id=c.request_id, usage=c.usage, attempts=c.attempts,
+                     from_journal=c.from_journal)
 
 
 class ClientTranscriber:

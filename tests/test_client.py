@@ -5,18 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 import pytest
 
-from mimo_watchd.client import MimoClient, assemble_sse, classify, clean_text
+from mimo_watchd.client import MimoClient
 from mimo_watchd.config import Secret, default_api_settings
 from mimo_watchd.emulator import Emulator, FaultRule, tones
 from mimo_watchd.errors import (
     AudioError,
     OperatorError,
-    OutputTruncatedError,
     PermanentApiError,
-    RateLimitedError,
     TransientApiError,
 )
 
@@ -101,12 +98,13 @@ def test_streaming_assembles_content_and_usage(emulator: Emulator, wav: bytes) -
 
 def test_journal_hook_sees_paid_response_first(client: MimoClient, wav: bytes,
                                                emulator: Emulator) -> None:
-    """on_response gets the raw body of a 200 before it is interpreted, even for 'length'."""
+    """on_response gets the raw body of a 200 before it is returned, also a 'length' one (its
+    re-split is the caller's decision)."""
     seen: list[dict[str, Any]] = []
     emulator.add_fault(FaultRule("length"))
-    with pytest.raises(OutputTruncatedError):
-        client.transcribe(wav, "audio/wav", 1.6, on_response=seen.append)
+    t = client.transcribe(wav, "audio/wav", 1.6, on_response=seen.append)
     assert len(seen) == 1 and seen[0]["choices"][0]["finish_reason"] == "length"
+    assert t.truncated and t.raw == seen[0]
 
 
 @pytest.mark.parametrize(("kind", "error"), [
@@ -176,16 +174,30 @@ def test_timeout_is_transient(emulator: Emulator, wav: bytes) -> None:
     assert time.monotonic() - started < 2.5
 
 
-@pytest.mark.parametrize("kind", ["drop-stream", "no-done"])
-def test_stream_without_done_is_transient(emulator: Emulator, wav: bytes, kind: str) -> None:
-    """A stream that ends without [DONE] is retried."""
+def test_stream_cut_before_its_finish_chunk_is_transient(emulator: Emulator,
+                                                        wav: bytes) -> None:
+    """A stream dropped before its finish chunk is retried."""
     c = make_client(emulator, stream=True)
-    emulator.add_fault(FaultRule(kind))
+    emulator.add_fault(FaultRule("drop-stream"))
     try:
         t = c.transcribe(wav, "audio/wav", 1.6)
     finally:
         c.close()
     assert t.attempts == 2 and t.text == expected_text(WORDS)
+
+
+def test_a_whole_stream_without_done_is_the_answer(emulator: Emulator, wav: bytes) -> None:
+    """A stream with its finish and usage chunks but no [DONE] is used, not paid again
+    (issue 13 item 1)."""
+    c = make_client(emulator, stream=True)
+    emulator.add_fault(FaultRule("no-done"))
+    seen: list[dict[str, Any]] = []
+    try:
+        t = c.transcribe(wav, "audio/wav", 1.6, on_response=seen.append)
+    finally:
+        c.close()
+    assert t.attempts == 1 and t.text == expected_text(WORDS) and t.usage["seconds"] == 2
+    assert len(emulator.calls) == 1 and seen == [t.raw] and t.raw["stream_done"] is False
 
 
 def test_content_filter_in_200_is_permanent(client: MimoClient, wav: bytes,
@@ -222,16 +234,3 @@ def test_size_limit_refused_before_sending(emulator: Emulator, wav: bytes) -> No
     assert len(emulator.calls) == before
 
 
-def test_unit_classify_and_sse_edge_cases() -> None:
-    """Non-JSON bodies classify by status; SSE comments are skipped; no [DONE] raises."""
-    assert isinstance(classify(502, "<html>bad gateway</html>", httpx.Headers()),
-                      TransientApiError)
-    err = classify(429, "", httpx.Headers({"retry-after": "7"}))
-    assert isinstance(err, RateLimitedError) and err.retry_after == 7.0
-    assert clean_text("<think>hm</think><english>Hello.</english>") == "Hello."
-    lines = [": keep-alive", 'data: {"id":"x","choices":[{"delta":{"content":"Hi"}}]}', "",
-             'data: {"id":"x","choices":[],"usage":{"seconds":1}}', "data: [DONE]"]
-    raw = assemble_sse(iter(lines))
-    assert raw["choices"][0]["message"]["content"] == "Hi" and raw["usage"] == {"seconds": 1}
-    with pytest.raises(TransientApiError, match="DONE"):
-        assemble_sse(iter(lines[:-1]))

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from mimo_watchd.client import Transcript
 from mimo_watchd.config import default_api_settings, default_audio_settings
 from mimo_watchd.emulator import tones
 from mimo_watchd.errors import TransientApiError
+from mimo_watchd.protocol import Transcript
 from mimo_watchd.transcription import FileTranscriber
 
 

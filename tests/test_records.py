@@ -37,6 +37,8 @@ ERROR_0_1_0 = (
 
 # The same transcript as 0.2 writes it (transcript@2): the first clip left out 5 s of silence
 # inside, the second was cut without a pause and repeats the first one's last 2 s ("好").
+# Usage is kept as the answers sent it (issue 13 item 4): the second answer's missing fields
+# are null, not left out, and the total says it is incomplete.
 SIDECAR_2 = (
     '{"schema": "mimo-watchd/transcript@2", "source": {"path": "/out/a b.wav", '
     '"original_path": "/in/a b.wav", "sha256": "' + "ab" * 32 + '", "bytes": 640044, '
@@ -45,7 +47,7 @@ SIDECAR_2 = (
     '"language": "auto", "model": "mimo-v2.5-asr", "audio_seconds": 20.0, '
     '"sent_seconds": 17.0, "levels": {"floor_db": -71.2, "peak_db": -6.0, '
     '"silence_db": -61.2}, "usage": {"seconds": 23, "prompt_tokens": 150, '
-    '"completion_tokens": 9, "total_tokens": 249, "audio_tokens": 140}, '
+    '"completion_tokens": 9, "total_tokens": 249, "audio_tokens": 140, "complete": false}, '
     '"segments": [{"start": 0.0, "end": 12.346, "text": "你好", '
     '"pieces": [[0.0, 4.5], [9.5, 12.346]]}, {"start": 12.346, "end": 20.0, '
     '"text": "world", "pieces": [[12.346, 20.0]]}], '
@@ -53,7 +55,9 @@ SIDECAR_2 = (
     '"request_id": "req-a", "usage": {"seconds": 13, "prompt_tokens": 150, '
     '"completion_tokens": 9, "total_tokens": 159, "audio_tokens": 140}, "attempts": 2, '
     '"from_journal": false}, {"index": 1, "start": 10.346, "end": 20.0, '
-    '"sent_seconds": 9.654, "request_id": null, "usage": {"seconds": 10, "total_tokens": 90}, '
+    '"sent_seconds": 9.654, "request_id": null, "usage": {"seconds": 10, '
+    '"prompt_tokens": null, "completion_tokens": null, "total_tokens": 90, '
+    '"audio_tokens": null}, '
     '"attempts": 0, "from_journal": true}], "timing": {"arrived_at": "2024-12-31T23:59:59Z", '
     '"started_at": "2025-01-01T00:00:00.000Z", "finished_at": "2025-01-01T00:00:05.500Z", '
     '"api_seconds": 1.235}, "tool": {"name": "mimo-watchd", "version": "0.1.0"}}')
@@ -92,9 +96,10 @@ def test_the_sidecar_holds_segments_in_source_time() -> None:
                                      arrived_at="2024-12-31T23:59:59Z")
     assert compact(record.to_json()) == SIDECAR_2
     assert dumps(record.to_json()) == dumps(json.loads(SIDECAR_2))
+    assert compact(Transcribed.from_json(json.loads(SIDECAR_2)).to_json()) == SIDECAR_2
     assert record.log_fields() == {
         "audio_seconds": 20.0, "sent_seconds": 17.0, "billed_seconds": 23, "tokens": 249,
-        "clips": 2, "api_calls": 2, "no_speech": False}
+        "usage_complete": False, "clips": 2, "api_calls": 2, "no_speech": False}
 
 
 def test_stored_results_read_back_unchanged() -> None:
