@@ -20,10 +20,12 @@ from mimo_watchd.config.loader import (
 from mimo_watchd.config.schema import Opt, option, section
 from mimo_watchd.config.secrets import (
     CREDENTIAL_NAME,
+    DSN_CREDENTIAL_NAME,
     Secret,
     effective_base_url,
     redact,
     resolve_api_key,
+    resolve_dsn,
 )
 from mimo_watchd.config.settings import (
     AUDIO_EXTENSIONS,
@@ -33,6 +35,7 @@ from mimo_watchd.config.settings import (
     ApiSettings,
     AudioSettings,
     HookSettings,
+    LedgerSettings,
     LogSettings,
     MetricsSettings,
     Settings,
@@ -44,12 +47,14 @@ from mimo_watchd.config.settings import (
 __all__ = [
     "AUDIO_EXTENSIONS",
     "CREDENTIAL_NAME",
+    "DSN_CREDENTIAL_NAME",
     "DEFAULT_BASE_URL",
     "DEFAULT_INCLUDE",
     "SCHEMA",
     "ApiSettings",
     "AudioSettings",
     "HookSettings",
+    "LedgerSettings",
     "LogSettings",
     "MetricsSettings",
     "Opt",
@@ -68,5 +73,6 @@ __all__ = [
     "redact",
     "require_consistent",
     "resolve_api_key",
+    "resolve_dsn",
     "section",
 ]
