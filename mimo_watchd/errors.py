@@ -18,7 +18,9 @@ are translated at exactly one boundary each and chained with ``from exc``::
     │   │                           (unsafe path, move failed, vanished)
     │   ├── SourceChangedError      it is no longer there as queued (gone, replaced, a symlink)
     │   └── CrashLoopError          the daemon died while processing it, again and again
-    └── LedgerError                 the ledger's storage failed (sqlite3 errors, translated)
+    ├── LedgerError                 the ledger's storage failed (sqlite3 errors, translated)
+    └── LeaseLostError              a fleet ledger: this process no longer holds (or cannot
+                                    show it holds) the claim on a job: it stops working on it
 
 ``retryable`` says whether trying the same request again later can succeed; ``pauses`` says
 whether the whole daemon must stop calling the API until an operator fixes something.
@@ -84,6 +86,13 @@ class CrashLoopError(JobError):
 
 class LedgerError(MimoWatchdError):
     """The ledger could not be read or written (disk full, corrupt file, locked, closed)."""
+
+
+class LeaseLostError(MimoWatchdError):
+    """This process no longer holds the claim on a job's content (its lease expired after a
+    freeze or a partition, or the database cannot be reached to show it still does): it sends
+    nothing more and writes nothing more for that job, which is taken over once the lease has
+    expired (by another host, or this one)."""
 
 
 class ApiError(MimoWatchdError):
