@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mimo_watchd.errors import LedgerError
-from mimo_watchd.ledger import Ledger, SqliteLedger, State, open_ledger
+from mimo_watchd.ledger import Job, Ledger, SqliteLedger, State, open_ledger
 
 # Plausible arguments for every method of the protocol.
 CALLS: dict[str, dict[str, Any]] = {
@@ -18,10 +18,16 @@ CALLS: dict[str, dict[str, Any]] = {
     "enqueue": {"watch": "/in", "path": "/in/a.wav", "size": 1, "mtime_ns": 1, "sha256": "s",
                 "arrived_at": "t"},
     "done_with_content": {"sha256": "s"},
+    "taken_elsewhere": {"job": Job(id=1, watch="/in", path="/in/a.wav", size=1, mtime_ns=1,
+                                   sha256="s", state=State.QUEUED, attempts=0, interruptions=0,
+                                   next_attempt_at=0.0, last_error=None, arrived_at=None,
+                                   plan=None, result=None, final_path=None, outcome=None,
+                                   updated_at=0.0)},
     "claim": {},
     "claim_job": {"job_id": 1},
     "next_due_in": {},
     "requeue": {"job_id": 1},
+    "ensure_held": {"job_id": 1},
     "set_plan": {"job_id": 1, "plan": {}, "result": {}},
     "finish": {"job_id": 1, "state": State.DONE, "final_path": None, "outcome": "done"},
     "recover": {"unclean": True},
@@ -31,6 +37,7 @@ CALLS: dict[str, dict[str, Any]] = {
     "counts": {},
     "recent_failures": {},
     "jobs": {},
+    "fleet": {},
     "close": {},
 }
 
@@ -48,7 +55,11 @@ def test_every_protocol_method_works_on_sqlite(tmp_path: Path) -> None:
         getattr(ledger, name)(**kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(set(CALLS) - {"close"}))
+# What one host's ledger answers without its storage: the fleet's questions (no other host).
+NO_STORAGE_ON_SQLITE = {"close", "ensure_held", "fleet", "taken_elsewhere"}
+
+
+@pytest.mark.parametrize("name", sorted(set(CALLS) - NO_STORAGE_ON_SQLITE))
 def test_a_storage_failure_is_a_ledger_error(tmp_path: Path, name: str) -> None:
     """Every method raises LedgerError, chained to the sqlite3 error, when the storage fails."""
     ledger = SqliteLedger(tmp_path)

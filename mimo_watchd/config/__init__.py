@@ -47,9 +47,9 @@ from mimo_watchd.config.settings import (
 __all__ = [
     "AUDIO_EXTENSIONS",
     "CREDENTIAL_NAME",
-    "DSN_CREDENTIAL_NAME",
     "DEFAULT_BASE_URL",
     "DEFAULT_INCLUDE",
+    "DSN_CREDENTIAL_NAME",
     "SCHEMA",
     "ApiSettings",
     "AudioSettings",

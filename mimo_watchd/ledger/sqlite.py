@@ -200,6 +200,10 @@ class SqliteLedger:
         return self._one("SELECT * FROM jobs WHERE sha256=? AND state='DONE' AND id IS NOT ? "
                          "AND result_json IS NOT NULL ORDER BY id DESC", (sha256, exclude_id))
 
+    def taken_elsewhere(self, job: Job) -> Job | None:
+        """One daemon owns this ledger: nobody else moves its files."""
+        return None
+
     # --- the work loop ------------------------------------------------------------------
 
     def claim(self, now: float | None = None, *, one_per_content: bool = True) -> Job | None:
@@ -250,6 +254,9 @@ class SqliteLedger:
             db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, last_error=?, "
                        "attempts=MAX(0, attempts-?), updated_at=? WHERE id=?",
                        (now + delay, _text(error), 1 if refund_attempt else 0, now, job_id))
+
+    def ensure_held(self, job_id: int, seconds: float = 0.0) -> None:
+        """One daemon owns this ledger (the state folder's lock): its jobs stay its own."""
 
     def set_plan(self, job_id: int, plan: dict[str, Any], result: dict[str, Any]) -> None:
         with self._tx(durable=True) as db:
@@ -325,3 +332,7 @@ class SqliteLedger:
         if state is not None:
             sql, args = sql + " WHERE state=?", (str(state),)
         return [_job(r) for r in self._rows(sql + " ORDER BY id", args)]
+
+    def fleet(self) -> dict[str, Any] | None:
+        """A ledger of one host."""
+        return None
