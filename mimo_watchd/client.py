@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import structlog
 
-from mimo_watchd import __version__
+from mimo_watchd import __version__, claimguard
 from mimo_watchd.config import ApiSettings, Secret, effective_base_url
 from mimo_watchd.errors import (
     ApiError,
@@ -267,6 +267,7 @@ class MimoClient:
             reservation = self.limiter.acquire(tokens, self._stop)
             if reservation is None:
                 raise TransientApiError("client is shutting down")
+            claimguard.before_send(budget)  # a fleet's job: still ours for the whole request
             deadline = time.monotonic() + budget
             try:
                 with self._http.stream("POST", self.url, content=body, headers=self._headers(),
