@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _ledger(settings: Settings) -> Ledger:
-    return open_ledger(settings.state_dir)
+    return open_ledger(settings.state_dir, settings.ledger)
 
 
 def _runtime_status(settings: Settings) -> dict[str, Any]:
@@ -57,6 +57,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                      "attempts": j.attempts,
                      "at": iso_seconds(j.updated_at)}
                     for j in ledger.recent_failures(args.failures)]
+        fleet = ledger.fleet()
     finally:
         ledger.close()
     runtime = _runtime_status(settings)
@@ -67,6 +68,8 @@ def cmd_status(args: argparse.Namespace) -> int:
            "done": counts["DONE"], "failed": counts["FAILED"],
            "settling": runtime.get("settling", 0), "watches": runtime.get("watches", []),
            "recent_failures": failures, "updated_at": runtime.get("updated_at")}
+    if fleet is not None:
+        doc["fleet"] = fleet
     if args.json:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return ExitCode.OK
@@ -76,6 +79,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"PAUSED: {doc['paused_reason']}")
     print(f"queued: {doc['queued']}  in progress: {doc['in_progress']}  done: {doc['done']}  "
           f"failed: {doc['failed']}  settling: {doc['settling']}")
+    if fleet is not None:
+        print(f"fleet: queued {fleet['queued']}  in progress {fleet['in_progress']}")
+        for h in fleet["hosts"]:
+            state = "up" if h["alive"] else "down"
+            print(f"  host {h['host_id']} ({state}, pid {h['pid']}, seen "
+                  f"{h['seen_seconds_ago']:g} s ago): {len(h['in_flight'])} in flight"
+                  + "".join(f"\n    {p}" for p in h["in_flight"]))
     for w in doc["watches"]:
         extra = f" ({w.get('reason')})" if w.get("reason") else ""
         print(f"watch {w.get('path')}: {w.get('mode')}{extra}")

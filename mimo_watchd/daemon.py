@@ -26,7 +26,7 @@ from mimo_watchd import audio, intake
 from mimo_watchd.client import MimoClient
 from mimo_watchd.clients import Clients
 from mimo_watchd.config import Settings, WatchSettings, load, require_consistent, resolve_api_key
-from mimo_watchd.errors import ConfigError, IncompleteAudioError, MimoWatchdError
+from mimo_watchd.errors import ConfigError, IncompleteAudioError, LedgerError, MimoWatchdError
 from mimo_watchd.exitcodes import ExitCode, killed_by
 from mimo_watchd.fsutil import atomic_write, remove_stale_temps
 from mimo_watchd.hooks import HookRunner
@@ -55,7 +55,7 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.once = once
-        self.ledger = open_ledger(settings.state_dir)
+        self.ledger = open_ledger(settings.state_dir, settings.ledger)
         self.metrics = Metrics()
         self.clients = Clients(self._new_client(settings))
         # Held while a reload swaps settings and client, and while a job's context is taken.
@@ -242,7 +242,14 @@ class Daemon:
 
     def _worker(self) -> None:
         while not self.stop_workers.is_set():
-            job = self._next_job()
+            try:
+                job = self._next_job()
+            except LedgerError as exc:
+                # A fleet's database out of reach: take nothing (nothing is sent either) and
+                # look again; the jobs held meanwhile are taken over once their leases expire.
+                log.error("ledger.unreachable", reason=exc.reason)
+                self.stop_workers.wait(1.0)
+                continue
             if job is None:
                 with self.wake:
                     self.wake.wait(self._idle_wait())
@@ -405,6 +412,7 @@ class Daemon:
             "in_progress": self.in_progress,
             "settling": self.settler.pending(),
             "watches": self.watchset.status(),
+            "fleet": self.ledger.fleet(),
         }
 
     def write_status(self, *, stopped: bool = False) -> None:
