@@ -88,7 +88,11 @@ class Daemon:
         self.progress: dict[int, float] = {}
 
     def _new_client(self, settings: Settings) -> MimoClient:
-        client = MimoClient(settings.api, resolve_api_key(settings.api))
+        key = resolve_api_key(settings.api)
+        # A fleet's daemons share one budget: the windows live in the shared ledger.
+        limiter = self.ledger.shared_limiter(settings.api.requests_per_minute,
+                                             settings.api.tokens_per_minute, key)
+        client = MimoClient(settings.api, key, limiter=limiter)
         client.on_attempt = self._on_api_attempt
         return client
 

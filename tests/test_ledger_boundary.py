@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mimo_watchd.config import Secret
 from mimo_watchd.errors import LedgerError
 from mimo_watchd.ledger import Job, Ledger, SqliteLedger, State, open_ledger
 
@@ -38,6 +39,8 @@ CALLS: dict[str, dict[str, Any]] = {
     "recent_failures": {},
     "jobs": {},
     "fleet": {},
+    "shared_limiter": {"requests_per_minute": 1, "tokens_per_minute": 100,
+                       "key": Secret("sk-boundary")},
     "close": {},
 }
 
@@ -56,7 +59,7 @@ def test_every_protocol_method_works_on_sqlite(tmp_path: Path) -> None:
 
 
 # What one host's ledger answers without its storage: the fleet's questions (no other host).
-NO_STORAGE_ON_SQLITE = {"close", "ensure_held", "fleet", "taken_elsewhere"}
+NO_STORAGE_ON_SQLITE = {"close", "ensure_held", "fleet", "shared_limiter", "taken_elsewhere"}
 
 
 @pytest.mark.parametrize("name", sorted(set(CALLS) - NO_STORAGE_ON_SQLITE))

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mimo_watchd.config import Secret
+    from mimo_watchd.ratelimit import RateLimiter
 
 
 class State(StrEnum):
@@ -127,6 +131,11 @@ class Ledger(Protocol):
     def fleet(self) -> dict[str, Any] | None:
         """The hosts sharing this ledger, their jobs in flight and the shared queue (None for
         a ledger of one host)."""
+
+    def shared_limiter(self, requests_per_minute: int, tokens_per_minute: int,
+                       key: Secret) -> RateLimiter | None:
+        """The rate limiter every process of ``key``'s account shares through this ledger
+        (None: one host, each client limits itself)."""
 
     def close(self) -> None:
         """Releases the storage; the ledger is unusable afterwards."""

@@ -11,6 +11,7 @@ since the epoch), so hosts whose clocks disagree still agree on what is due and 
   and ``fence``, which grows with every new holder, so a holder that lost its lease can never
   record anything again.
 - ``mw_responses``: the journal of paid answers, shared, written insert-if-absent.
+- ``mw_window``, ``mw_hold``: the account's rate-limit windows, shared (``pglimit``).
 - ``mw_hosts``: the daemons of the fleet, their last heartbeat (``status`` shows them).
 """
 
@@ -71,6 +72,15 @@ CREATE TABLE IF NOT EXISTS mw_responses (
     host text NOT NULL,
     PRIMARY KEY (sha256, variant, span, job_id)
 );
+CREATE TABLE IF NOT EXISTS mw_window (
+    id bigserial PRIMARY KEY,
+    account text NOT NULL,
+    at timestamptz NOT NULL,
+    tokens integer NOT NULL,
+    host text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mw_window_account ON mw_window (account, at);
+CREATE TABLE IF NOT EXISTS mw_hold (account text PRIMARY KEY, held_until timestamptz NOT NULL);
 CREATE TABLE IF NOT EXISTS mw_hosts (
     host_id text PRIMARY KEY,
     owner text NOT NULL,

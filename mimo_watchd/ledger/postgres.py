@@ -35,6 +35,7 @@ from mimo_watchd.config import LedgerSettings, Secret, redact, resolve_dsn
 from mimo_watchd.errors import LeaseLostError, LedgerError
 from mimo_watchd.ledger.interface import Job, State
 from mimo_watchd.ledger.leases import Held, Holdings, Keeper
+from mimo_watchd.ledger.pglimit import SharedRateLimiter, account_of
 from mimo_watchd.ledger.pgschema import NOW, NewerSchemaError, migrate
 
 _ACTIVE = "state IN ('QUEUED', 'PROCESSING')"
@@ -526,6 +527,13 @@ class PostgresLedger:
         return [_job(r) for r in self._rows(
             f"SELECT * FROM mw_jobs WHERE %(host)s = ANY(seen_by){which} ORDER BY id",
             {"state": str(state) if state else None})]
+
+    def shared_limiter(self, requests_per_minute: int, tokens_per_minute: int,
+                       key: Secret) -> SharedRateLimiter:
+        """The account's rate limiter, its windows in this database (one budget per account,
+        told apart by a hash of its key)."""
+        return SharedRateLimiter(self._dsn, account_of(key), requests_per_minute,
+                                 tokens_per_minute, host=self.host)
 
     def fleet(self) -> dict[str, Any]:
         """The fleet as ``status`` shows it: each host (alive: heard from within a lease),

@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mimo_watchd.config import Secret
 from mimo_watchd.errors import LedgerError
 from mimo_watchd.ledger.interface import Job, State
+from mimo_watchd.ratelimit import RateLimiter
 
 SCHEMA_VERSION = 2  # 2: jobs.interruptions
 _SCHEMA = """
@@ -335,4 +337,9 @@ class SqliteLedger:
 
     def fleet(self) -> dict[str, Any] | None:
         """A ledger of one host."""
+        return None
+
+    def shared_limiter(self, requests_per_minute: int, tokens_per_minute: int,
+                       key: Secret) -> RateLimiter | None:
+        """One host: each client limits itself."""
         return None
