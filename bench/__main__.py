@@ -1,7 +1,8 @@
 """``python -m bench SCENARIO [options]``: run a benchmark, print its table, update BENCHMARKS.md.
 
 Scenarios: saturation, overhead, latency, long, idle, backlog (each runs the real daemon against
-the real emulator next to the naive and floor baselines), ``all`` (every one of them, in that
+the real emulator next to the naive and floor baselines), fleet (several daemons on one inbox,
+with and without a shared PostgreSQL ledger), ``all`` (every one of them, in that
 order), ``soak`` (fault injection, kill -9 and SIGHUP; exits non-zero when an invariant fails),
 and the audio layer's ``audio-formats`` and ``long-file-rss``. ``--no-write`` leaves
 BENCHMARKS.md alone; ``--smoke`` runs tiny sizes (the test suite's check of the harness).
@@ -20,18 +21,18 @@ from types import ModuleType
 
 from bench import audio_formats, long_file_rss, soak
 from bench.report import Section, command_line, emit, machine, write_section
-from bench.scenarios import backlog, idle, latency, longfile, overhead, saturation
+from bench.scenarios import backlog, fleet, idle, latency, longfile, overhead, saturation
 
 SCENARIOS: dict[str, ModuleType] = {
     "saturation": saturation, "overhead": overhead, "latency": latency, "long": longfile,
-    "idle": idle, "backlog": backlog,
+    "idle": idle, "backlog": backlog, "fleet": fleet,
 }
 # --smoke: sizes that finish in seconds (they prove the harness works, not the figures).
 SMOKE: dict[str, dict[str, object]] = {
     "saturation": {"files": 12}, "overhead": {"files": 20}, "latency": {"samples": 3,
                                                                         "polling_samples": 0},
     "long": {"hours": 0.1}, "idle": {"files": 40, "folders": 4, "seconds_idle": 3.0},
-    "backlog": {"files": 300},
+    "backlog": {"files": 300}, "fleet": {"files": 6, "daemons": 2},
 }
 LEGACY: dict[str, Callable[[], None]] = {
     "audio-formats": audio_formats.main, "long-file-rss": long_file_rss.main,
