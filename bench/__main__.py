@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from bench import audio_formats, long_file_rss, soak
+from bench import audio_formats, fleet_soak, long_file_rss, soak
 from bench.report import Section, command_line, emit, machine, write_section
 from bench.scenarios import backlog, fleet, idle, latency, longfile, overhead, saturation
 
@@ -64,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("soak", help=_summary(soak))
     soak.add_arguments(sp)
     _common(sp)
+    sp = sub.add_parser("fleet-soak", help=_summary(fleet_soak))
+    fleet_soak.add_arguments(sp)
+    _common(sp)
     for name in LEGACY:
         sp = sub.add_parser(name, help=f"the audio layer's {name} benchmark (its own options)",
                             add_help=False)
@@ -106,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in LEGACY:
         return _legacy(argv[0], argv[1:])
     args = parser().parse_args(argv)
-    if args.scenario == "soak":
+    if args.scenario in ("soak", "fleet-soak"):
         if args.smoke:
             args.minutes, args.write = 0.3, False
-        return soak.run(args)
+        return (soak if args.scenario == "soak" else fleet_soak).run(args)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True
     for name in names:
