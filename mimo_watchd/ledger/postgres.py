@@ -10,8 +10,9 @@ holder died or froze is taken over once the lease has expired, by whichever host
 next, and resumes its recorded plan, reusing the journaled answers. The journal is written
 insert-if-absent whoever holds the lease: what was paid for is never lost.
 
-``psycopg`` errors become ``LedgerError`` here (messages redacted: the DSN is a secret); an
-operation on a held job that cannot reach the database becomes ``LeaseLostError``.
+``psycopg`` errors become ``LedgerError`` at the boundary (``pgconn``; the keeper's own
+connection here); an operation on a held job that cannot reach the database becomes
+``LeaseLostError``.
 """
 
 from __future__ import annotations
@@ -20,21 +21,27 @@ import json
 import os
 import secrets
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
-from psycopg.rows import dict_row
 
 from mimo_watchd.config import LedgerSettings, Secret, redact, resolve_dsn
 from mimo_watchd.errors import LeaseLostError, LedgerError
+from mimo_watchd.ledger import pghosts
 from mimo_watchd.ledger.interface import Job, State
 from mimo_watchd.ledger.leases import Held, Holdings, Keeper
+from mimo_watchd.ledger.pgconn import (
+    Cursor,
+    PgConnection,
+    connection_string,
+    db_json,
+    db_text,
+    fs_bytes,
+    job_of,
+)
 from mimo_watchd.ledger.pglimit import SharedRateLimiter, account_of
 from mimo_watchd.ledger.pgschema import NOW, NewerSchemaError, migrate
 
@@ -47,54 +54,6 @@ _LIVE_CLAIM = ("EXISTS (SELECT 1 FROM mw_claims c WHERE c.sha256 = j.sha256 AND 
                "NOT NULL AND c.expires_at > clock_timestamp())")
 
 
-def _bytes(value: str | None) -> bytes | None:
-    """A path as the bytes the file system gave (names that are not UTF-8 included)."""
-    return None if value is None else os.fsencode(value)
-
-
-def _text(value: str | None) -> str | None:
-    """A message PostgreSQL can store (its text is UTF-8 only)."""
-    return None if value is None else value.encode("utf-8", "backslashreplace").decode()
-
-
-def _json(doc: Any) -> str:
-    text = json.dumps(doc, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(doc)
-    return text
-
-
-def _job(row: dict[str, Any]) -> Job:
-    return Job(
-        id=row["id"], watch=os.fsdecode(row["watch"]), path=os.fsdecode(row["path"]),
-        size=row["size"], mtime_ns=row["mtime_ns"], sha256=row["sha256"],
-        state=State(row["state"]), attempts=row["attempts"],
-        interruptions=row["interruptions"], next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"], arrived_at=row["arrived_at"],
-        plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
-        result=json.loads(row["result_json"]) if row["result_json"] else None,
-        final_path=os.fsdecode(row["final_path"]) if row["final_path"] is not None else None,
-        outcome=row["outcome"], updated_at=row["updated_at"])
-
-
-def connection_string(dsn: Secret, *, host_id: str, lease_seconds: float) -> str:
-    """The DSN with what the fleet needs where it does not say: a name in
-    ``pg_stat_activity``, and timeouts that notice a dead server well within a lease."""
-    given = conninfo.conninfo_to_dict(dsn.reveal())
-    password = given.get("password")
-    if isinstance(password, str):
-        Secret(password)  # redacted from everything written, like the DSN itself
-    third = max(1, int(lease_seconds / 3))
-    extra: dict[str, str | int] = {
-        "application_name": f"mimo-watchd {host_id}"[:63], "connect_timeout": third,
-        "keepalives": 1, "keepalives_idle": third, "keepalives_interval": 1,
-        "keepalives_count": 3, "tcp_user_timeout": third * 1000}
-    return conninfo.make_conninfo(dsn.reveal(),
-                                  **{k: v for k, v in extra.items() if k not in given})
-
-
 class PostgresLedger:
     """The ``Ledger`` on PostgreSQL, for a fleet (thread-safe: one connection, one lock)."""
 
@@ -105,8 +64,7 @@ class PostgresLedger:
         self.lease = lease_seconds
         self.state_dir = state_dir
         self._dsn = connection_string(dsn, host_id=host_id, lease_seconds=lease_seconds)
-        self._lock = threading.RLock()
-        self._db: psycopg.Connection[dict[str, Any]] | None = None
+        self._db = PgConnection(self._dsn, host_id)
         self.held = Holdings()
         self._keeper: Keeper | None = None
         self._registered = False
@@ -120,36 +78,13 @@ class PostgresLedger:
             self.close()
             raise
 
-    # --- the connection and the boundary ------------------------------------------------
+    # --- the connection ------------------------------------------------------------------
 
-    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
-        return psycopg.connect(self._dsn, autocommit=True, row_factory=dict_row)
-
-    @contextmanager
-    def _translated(self, *, held: int | None = None) -> Iterator[None]:
-        """The boundary: a psycopg error becomes a LedgerError (for an operation on the held
-        job ``held``, losing the database means losing the job: LeaseLostError)."""
-        try:
-            yield
-        except psycopg.Error as exc:
-            broken = isinstance(exc, psycopg.OperationalError)
-            if broken and self._db is not None:
-                self._db.close()
-                self._db = None
-            reason = redact(f"{type(exc).__name__}: {exc}".strip())
-            if held is not None and broken:
-                self.held.pop(held)
-                raise LeaseLostError(f"the fleet ledger cannot be reached to show this process "
-                                     f"still holds the job ({reason})") from exc
-            raise LedgerError(f"ledger (postgres, host {self.host}): {reason}") from exc
-
-    @contextmanager
-    def _tx(self, *, held: int | None = None) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-        with self._lock, self._translated(held=held):
-            if self._db is None or self._db.closed:
-                self._db = self._connect()
-            with self._db.transaction(), self._db.cursor() as cur:
-                yield cur
+    def _tx(self, *, held: int | None = None) -> AbstractContextManager[Cursor]:
+        """A transaction; for a call on the held job ``held``, a lost connection loses it."""
+        if held is None:
+            return self._db.tx()
+        return self._db.tx(on_lost=lambda: self.held.pop(held))
 
     def _rows(self, sql: str, args: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._tx() as cur:
@@ -158,15 +93,12 @@ class PostgresLedger:
 
     def _one(self, sql: str, args: dict[str, Any] | None = None) -> Job | None:
         rows = self._rows(sql + " LIMIT 1", args)
-        return _job(rows[0]) if rows else None
+        return job_of(rows[0]) if rows else None
 
     def close(self) -> None:
         if self._keeper is not None:
             self._keeper.stop()
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._db.close()
 
     def get(self, job_id: int) -> Job | None:
         """The job with this id, if any."""
@@ -178,14 +110,14 @@ class PostgresLedger:
         """The active job of this path that this host has seen (another host's sighting of
         the same shared file is joined by ``enqueue``)."""
         return self._one(f"SELECT * FROM mw_jobs WHERE path = %(path)s AND {_ACTIVE} AND "
-                         "%(host)s = ANY(seen_by) ORDER BY id DESC", {"path": _bytes(path)})
+                         "%(host)s = ANY(seen_by) ORDER BY id DESC", {"path": fs_bytes(path)})
 
     def enqueue(self, *, watch: str, path: str, size: int, mtime_ns: int, sha256: str,
                 arrived_at: str) -> Job:
         """See ``Ledger.enqueue``. A file another host already queued (a shared inbox) joins
         that job: this host may run it too. A queued file whose content changed keeps one job,
         with the new identity, seen by this host alone until the others see it too."""
-        args = {"watch": _bytes(watch), "path": _bytes(path), "size": size,
+        args = {"watch": fs_bytes(watch), "path": fs_bytes(path), "size": size,
                 "mtime_ns": mtime_ns, "sha256": sha256, "arrived_at": arrived_at,
                 "host": self.host}
         with self._tx() as cur:
@@ -227,12 +159,12 @@ class PostgresLedger:
                          "AND sha256 = %(sha)s AND id <> %(id)s AND state IN ('DONE', 'FAILED') "
                          "AND final_path IS NOT NULL AND coalesce(outcome, '') NOT IN "
                          "('vanished', 'elsewhere', 'retried') ORDER BY id DESC",
-                         {"watch": _bytes(job.watch), "path": _bytes(job.path),
+                         {"watch": fs_bytes(job.watch), "path": fs_bytes(job.path),
                           "sha": job.sha256, "id": job.id})
 
     # --- claims -------------------------------------------------------------------------
 
-    def _take_claim(self, cur: psycopg.Cursor[dict[str, Any]], sha256: str,
+    def _take_claim(self, cur: Cursor, sha256: str,
                     job_id: int) -> bool:
         """Takes the claim on ``sha256`` for ``job_id`` unless another holds a live one."""
         started = time.monotonic()
@@ -254,7 +186,7 @@ class PostgresLedger:
             self._keeper = Keeper(self.renew, self.lease / 3)
         return True
 
-    def _release(self, cur: psycopg.Cursor[dict[str, Any]], job_id: int) -> None:
+    def _release(self, cur: Cursor, job_id: int) -> None:
         held = self.held.pop(job_id)
         if held is not None:
             cur.execute("UPDATE mw_claims SET owner = NULL, expires_at = clock_timestamp() "
@@ -355,8 +287,7 @@ class PostgresLedger:
                     "clock_timestamp() RETURNING sha256, fence, extract(epoch from expires_at "
                     "- clock_timestamp())", (self.lease, self.owner)).fetchall()
                 if self._registered:
-                    db.execute("UPDATE mw_hosts SET seen_at = clock_timestamp() WHERE host_id "
-                               "= %s AND owner = %s", (self.host, self.owner))
+                    pghosts.heartbeat(db, self.host, self.owner)
         except psycopg.Error as exc:
             raise LedgerError(f"ledger (postgres, host {self.host}): renewing the claims: "
                               f"{redact(str(exc))}") from exc
@@ -382,13 +313,13 @@ class PostgresLedger:
                         f"%(refund)s), owner = NULL, owner_host = NULL, fence = NULL, "
                         f"updated_at = {NOW} WHERE {_FENCED}",
                         {"id": job_id, "me": self.owner, "fence": held.fence, "delay": delay,
-                         "error": _text(error), "refund": 1 if refund_attempt else 0})
+                         "error": db_text(error), "refund": 1 if refund_attempt else 0})
             self._release(cur, job_id)
 
     def set_plan(self, job_id: int, plan: dict[str, Any], result: dict[str, Any]) -> None:
         """See ``Ledger.set_plan``; LeaseLostError unless this process holds the job."""
         self._fenced(job_id, "plan_json = %(plan)s, result_json = %(result)s",
-                     {"plan": json.dumps(plan), "result": _json(result)})
+                     {"plan": json.dumps(plan), "result": db_json(result)})
 
     def _fenced(self, job_id: int, assignments: str, args: dict[str, Any], *,
                 release: bool = False) -> None:
@@ -408,8 +339,8 @@ class PostgresLedger:
                error: str | None = None, error_doc: dict[str, Any] | None = None) -> None:
         """See ``Ledger.finish``: for a held job, under its fence (LeaseLostError otherwise),
         releasing the claim; a finished job (``retry`` marking it) needs no claim."""
-        args = {"state": str(state), "final": _bytes(final_path), "outcome": outcome,
-                "error": _text(error), "doc": _json(error_doc) if error_doc else None}
+        args = {"state": str(state), "final": fs_bytes(final_path), "outcome": outcome,
+                "error": db_text(error), "doc": db_json(error_doc) if error_doc else None}
         sets = ("state = %(state)s, final_path = %(final)s, outcome = %(outcome)s, last_error "
                 "= %(error)s, error_json = %(doc)s, owner = NULL, owner_host = NULL")
         if self.held.get(job_id) is not None:
@@ -436,8 +367,7 @@ class PostgresLedger:
                 who = "mw_jobs.owner_host = %(host)s AND mw_jobs.owner <> %(me)s"
             else:
                 who = "mw_jobs.owner = %(me)s"
-                cur.execute("UPDATE mw_hosts SET stopped = true WHERE host_id = %s AND owner "
-                            "= %s", (self.host, self.owner))
+                pghosts.stopped(cur, self.host, self.owner)
             args = {"host": self.host, "me": self.owner, "over": 1 if unclean else 0}
             cur.execute(f"UPDATE mw_claims c SET owner = NULL, expires_at = clock_timestamp() "
                         f"FROM mw_jobs WHERE mw_jobs.state = 'PROCESSING' AND c.owner = "
@@ -452,22 +382,8 @@ class PostgresLedger:
                 self.held.pop(job_id)
         return count
 
-    def _register(self, cur: psycopg.Cursor[dict[str, Any]]) -> None:
-        cur.execute("SELECT owner, pid, state_dir, stopped, extract(epoch from "
-                    "clock_timestamp() - seen_at) AS age FROM mw_hosts WHERE host_id = %s "
-                    "FOR UPDATE", (self.host,))
-        other = cur.fetchone()
-        if (other is not None and not other["stopped"] and other["age"] < self.lease
-                and other["state_dir"] != str(self.state_dir)):
-            raise LedgerError(
-                f"ledger.host_id {self.host!r} is in use by another daemon (pid {other['pid']}, "
-                f"state_dir {other['state_dir']}, seen {other['age']:.0f} s ago): give each "
-                "daemon of the fleet its own ledger.host_id")
-        cur.execute("INSERT INTO mw_hosts VALUES (%s, %s, %s, %s, clock_timestamp(), "
-                    "clock_timestamp(), false) ON CONFLICT (host_id) DO UPDATE SET owner = "
-                    "EXCLUDED.owner, pid = EXCLUDED.pid, state_dir = EXCLUDED.state_dir, "
-                    "started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at, stopped = "
-                    "false", (self.host, self.owner, os.getpid(), str(self.state_dir)))
+    def _register(self, cur: Cursor) -> None:
+        pghosts.register(cur, self.host, self.owner, self.state_dir, self.lease)
         self._registered = True
         if self._keeper is None:
             self._keeper = Keeper(self.renew, self.lease / 3)
@@ -483,7 +399,7 @@ class PostgresLedger:
         """See ``Ledger.record_response``: insert-if-absent, whoever holds the job now (a paid
         answer is kept for whoever takes it over). A connection lost meanwhile is tried again
         for a third of a lease: this answer has been paid for."""
-        args = (sha256, variant, span, job_id, _json(raw), self.host)
+        args = (sha256, variant, span, job_id, db_json(raw), self.host)
         deadline = time.monotonic() + self.lease / 3
         while True:
             try:
@@ -518,13 +434,13 @@ class PostgresLedger:
         return {s.value: found.get(s.value, 0) for s in State}
 
     def recent_failures(self, limit: int = 10) -> list[Job]:
-        return [_job(r) for r in self._rows(
+        return [job_of(r) for r in self._rows(
             "SELECT * FROM mw_jobs WHERE state = 'FAILED' AND %(host)s = ANY(seen_by) "
             "ORDER BY updated_at DESC LIMIT %(limit)s", {"limit": limit})]
 
     def jobs(self, state: State | None = None) -> list[Job]:
         which = "" if state is None else " AND state = %(state)s"
-        return [_job(r) for r in self._rows(
+        return [job_of(r) for r in self._rows(
             f"SELECT * FROM mw_jobs WHERE %(host)s = ANY(seen_by){which} ORDER BY id",
             {"state": str(state) if state else None})]
 
@@ -536,21 +452,9 @@ class PostgresLedger:
                                  tokens_per_minute, host=self.host)
 
     def fleet(self) -> dict[str, Any]:
-        """The fleet as ``status`` shows it: each host (alive: heard from within a lease),
-        the files it has in flight, and the shared queue."""
-        hosts = self._rows(
-            "SELECT h.host_id, h.pid, h.stopped, extract(epoch from clock_timestamp() - "
-            "h.seen_at) AS age, coalesce(array_agg(j.path ORDER BY j.id) FILTER (WHERE j.id "
-            "IS NOT NULL), '{}') AS paths FROM mw_hosts h LEFT JOIN mw_jobs j ON j.state = "
-            "'PROCESSING' AND j.owner_host = h.host_id GROUP BY h.host_id ORDER BY h.host_id")
-        (queue,) = self._rows("SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued, "
-                              "count(*) FILTER (WHERE state = 'PROCESSING') AS in_progress "
-                              "FROM mw_jobs")
-        return {"hosts": [{"host_id": h["host_id"], "pid": h["pid"],
-                           "alive": not h["stopped"] and h["age"] < self.lease,
-                           "seen_seconds_ago": round(float(h["age"]), 1),
-                           "in_flight": [os.fsdecode(p) for p in h["paths"]]} for h in hosts],
-                "queued": queue["queued"], "in_progress": queue["in_progress"]}
+        """The fleet as ``status`` shows it (``pghosts.report``)."""
+        with self._tx() as cur:
+            return pghosts.report(cur, self.lease)
 
 
 def open_postgres(ledger: LedgerSettings, state_dir: Path) -> PostgresLedger:
