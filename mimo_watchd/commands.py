@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mimo_watchd.config import Secret, Settings, load, resolve_api_key
-from mimo_watchd.errors import ApiError, ConfigError, JobError
+from mimo_watchd.errors import ApiError, ConfigError, JobError, LedgerError
 from mimo_watchd.exitcodes import ExitCode
 from mimo_watchd.fsutil import free_stem, safe_move
 from mimo_watchd.ledger import Ledger, State, open_ledger
@@ -179,6 +179,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         key = resolve_api_key(settings.api)
     except ConfigError as exc:
         problems.extend(exc.problems)
+    if settings.ledger.backend != "sqlite":
+        problems.extend(_ledger_problems(settings))
     for p in problems:
         print(f"{settings.source}: {p}", file=sys.stderr)
     if problems:
@@ -200,6 +202,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"api ok: {client.url} answered in {time.monotonic() - started:.2f} s "
           f"(auth and balance fine; billed {t.usage.get('seconds')} s)")
     return ExitCode.OK
+
+
+def _ledger_problems(settings: Settings) -> list[str]:
+    """What keeps the fleet's ledger from opening (no DSN, no psycopg, no database)."""
+    try:
+        _ledger(settings).close()
+    except ConfigError as exc:
+        return exc.problems
+    except LedgerError as exc:
+        return [f"ledger: {exc.reason}"]
+    return []
 
 
 def _writable(folder: Path) -> bool:

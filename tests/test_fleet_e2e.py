@@ -128,3 +128,16 @@ def test_a_frozen_daemons_file_is_taken_over_after_its_lease_and_placed_once(
     # The answer that reached the frozen daemon may have been paid for as well: the
     # documented window of a freeze longer than the lease.
     assert 1 <= len([c for c in emu.calls if c.status == 200]) <= 2
+
+
+def test_check_opens_the_fleet_ledger_and_never_shows_the_dsn(
+        tmp_path: Path, emu: Emulator, pg_dsn: str) -> None:
+    """``check`` with the postgres backend opens the database: fine with a good DSN; with a
+    bad one, exit 78 and a reason that shows no part of the password."""
+    dep = fleet_member(tmp_path, tmp_path / "share", "host0", emu)
+    good = run_cli(dep, "check", "-c", str(dep.config), env={"MIMO_WATCHD_DSN": pg_dsn})
+    assert good.returncode == 0, good.stderr
+    bad_dsn = "host=/nonexistent-dir user=mw password=pw-never-shown-42 dbname=x"
+    bad = run_cli(dep, "check", "-c", str(dep.config), env={"MIMO_WATCHD_DSN": bad_dsn})
+    assert bad.returncode == 78 and "ledger:" in bad.stderr
+    assert "pw-never-shown-42" not in bad.stderr + bad.stdout
