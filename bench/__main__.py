@@ -4,8 +4,9 @@ Scenarios: saturation, overhead, latency, long, idle, backlog (each runs the rea
 the real emulator next to the naive and floor baselines), fleet (several daemons on one inbox,
 with and without a shared PostgreSQL ledger), ``all`` (every one of them, in that
 order), ``soak`` (fault injection, kill -9 and SIGHUP; exits non-zero when an invariant fails),
-and the audio layer's ``audio-formats`` and ``long-file-rss``. ``--no-write`` leaves
-BENCHMARKS.md alone; ``--smoke`` runs tiny sizes (the test suite's check of the harness).
+and the audio layer's ``audio-formats``, ``long-file-rss`` and ``vad-compare``.
+``--no-write`` leaves BENCHMARKS.md alone; ``--smoke`` runs tiny sizes (the test suite's check
+of the harness).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from bench import audio_formats, fleet_soak, long_file_rss, soak
+from bench import audio_formats, fleet_soak, long_file_rss, soak, vad_compare
 from bench.report import Section, command_line, emit, machine, write_section
 from bench.scenarios import backlog, fleet, idle, latency, longfile, overhead, saturation
 
@@ -36,6 +37,7 @@ SMOKE: dict[str, dict[str, object]] = {
 }
 LEGACY: dict[str, Callable[[], None]] = {
     "audio-formats": audio_formats.main, "long-file-rss": long_file_rss.main,
+    "vad-compare": vad_compare.main,
 }
 
 
@@ -97,7 +99,9 @@ def _legacy(name: str, rest: list[str]) -> int:
     print(body)
     if write:
         title = {"audio-formats": "Chunk encoding: wav vs mp3",
-                 "long-file-rss": "Preparing a long recording: memory and time"}[name]
+                 "long-file-rss": "Preparing a long recording: memory and time",
+                 "vad-compare": "Silence detection: level gate vs voice-activity libraries",
+                 }[name]
         write_section(name, f"## {title}\n\n`{command_line([name, *options])}` - "
                             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} - "
                             f"{machine()}\n\n```\n{body}\n```")

@@ -1,14 +1,14 @@
-"""Benchmark: chunk encoding as 16 kHz mono wav vs mp3 (bitrates, LAME quality).
+"""Benchmark: clip encoding as mono wav vs mp3 (bitrates, LAME quality), at 24 or 16 kHz.
 
 For a generated speech-like recording it prints, per variant: the chunk length the size and
 duration limits allow, chunks needed, bytes per audio minute, base64 characters of the largest
 chunk, encoding CPU time, and the signal-to-noise ratio of the decoded result (how much the
 codec changes the waveform) and the log-mel spectral distance of speech frames (how much it
 changes the log-mel energies an ASR front end sees; 0 = identical). The figures justify the
-default ``chunk_format: mp3`` at ``MP3_BITRATE``. Run from the repository root::
+default ``clip_format: mp3`` at ``MP3_BITRATE``. Run from the repository root::
 
-    python -m bench audio-formats            # 30 minutes of audio
-    python -m bench audio-formats --minutes 5
+    python -m bench audio-formats            # 30 minutes of audio at 24 kHz
+    python -m bench audio-formats --minutes 5 --rate 16000
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ import numpy as np
 
 from mimo_watchd.audio.encode import ChunkEncoder, b64_chars, max_seconds_for
 
-RATE = 16_000
 MAX_B64 = 9_500_000
-MAX_CHUNK_SECONDS = 300.0
+MAX_CHUNK_SECONDS = 60.0  # AudioParams.max_clip_seconds
 VARIANTS: list[tuple[str, int, int]] = [  # (format, mp3 bit rate, LAME quality)
     ("wav", 0, 0),
     ("mp3", 32_000, 5),
@@ -85,7 +84,7 @@ def decoded(data: bytes) -> np.ndarray:
     return pcm
 
 
-def mel_bank(n_fft: int = 512, bands: int = 40, rate: int = RATE) -> np.ndarray:
+def mel_bank(rate: int, n_fft: int = 512, bands: int = 40) -> np.ndarray:
     """Triangular mel filters over the bins of an ``n_fft`` FFT (an ASR front end's view)."""
     mel = np.linspace(0, 2595 * np.log10(1 + rate / 2 / 700), bands + 2)
     edges = np.floor((n_fft + 1) * 700 * (10 ** (mel / 2595) - 1) / rate).astype(int)
@@ -97,20 +96,23 @@ def mel_bank(n_fft: int = 512, bands: int = 40, rate: int = RATE) -> np.ndarray:
     return bank
 
 
-def log_mel(x: np.ndarray, n: int = 512) -> np.ndarray:
-    """Log mel energies (dB) of 32 ms frames with a 16 ms hop."""
+def log_mel(x: np.ndarray, rate: int) -> np.ndarray:
+    """Log mel energies (dB) of ~32 ms frames with half-frame hops."""
+    n = 512 if rate <= 16_000 else 768
     frames = np.lib.stride_tricks.sliding_window_view(x, n)[:: n // 2] * np.hanning(n)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    energies: np.ndarray = 10 * np.log10(np.maximum(power @ mel_bank(n).T, 1.0))
+    energies: np.ndarray = 10 * np.log10(np.maximum(power @ mel_bank(rate, n).T, 1.0))
     return energies
 
 
-def run_variant(fmt: str, bit_rate: int, quality: int, seconds: float) -> dict[str, float]:
-    """Encodes ``seconds`` of the signal in chunks as the prepare step would; returns figures."""
-    chunk_seconds = min(MAX_CHUNK_SECONDS, max_seconds_for(fmt, MAX_B64, bit_rate or 48_000))
-    chunk_samples = int(chunk_seconds * RATE)
-    source, carry = speech_like(RATE), list[np.ndarray]()
-    remaining = int(seconds * RATE)
+def run_variant(fmt: str, bit_rate: int, quality: int, seconds: float,
+                rate: int) -> dict[str, float]:
+    """Encodes ``seconds`` of the signal in clips as the prepare step would; returns figures."""
+    chunk_seconds = min(MAX_CHUNK_SECONDS,
+                        max_seconds_for(fmt, MAX_B64, rate, bit_rate or 48_000))
+    chunk_samples = int(chunk_seconds * rate)
+    source, carry = speech_like(rate), list[np.ndarray]()
+    remaining = int(seconds * rate)
     cpu = 0.0
     total_bytes = largest = chunks = 0
     signal_power = error_power = 0.0
@@ -119,7 +121,7 @@ def run_variant(fmt: str, bit_rate: int, quality: int, seconds: float) -> dict[s
         pcm = to_int16(take(source, min(chunk_samples, remaining), carry))
         remaining -= len(pcm)
         started = time.process_time()
-        encoder = ChunkEncoder(fmt, bit_rate=bit_rate or 48_000, quality=quality or 5)
+        encoder = ChunkEncoder(fmt, rate, bit_rate=bit_rate or 48_000, quality=quality or 5)
         for i in range(0, len(pcm), 4096):  # blocks the size the decoder hands over
             encoder.write(pcm[i : i + 4096])
         data = encoder.finish()
@@ -128,7 +130,7 @@ def run_variant(fmt: str, bit_rate: int, quality: int, seconds: float) -> dict[s
         ref = pcm[: len(out)].astype(np.float64)
         signal_power += float(np.sum(ref * ref))
         error_power += float(np.sum((out - ref) ** 2))
-        a, b = log_mel(ref), log_mel(out)
+        a, b = log_mel(ref, rate), log_mel(out, rate)
         loud = a.max(axis=1) > a.max() - 30  # frames with speech in them, not the noise floor
         distances.append(np.sqrt(np.mean((a[loud] - b[loud]) ** 2, axis=1)))
         total_bytes += len(data)
@@ -147,19 +149,20 @@ def main() -> None:
     """Prints the table for BENCHMARKS.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--rate", type=int, choices=(16_000, 24_000), default=24_000)
     args = parser.parse_args()
     seconds = args.minutes * 60
-    print(f"{args.minutes:g} minutes of speech-like audio, 16 kHz mono; request limit "
-          f"{MAX_B64:,} base64 chars, chunks <= {MAX_CHUNK_SECONDS:g} s; "
+    print(f"{args.minutes:g} minutes of speech-like audio, {args.rate // 1000} kHz mono; "
+          f"request limit {MAX_B64:,} base64 chars, clips <= {MAX_CHUNK_SECONDS:g} s; "
           f"PyAV {av.__version__}")
-    header = ("format", "kbit/s", "LAME q", "chunk s", "chunks", "bytes/audio min",
-              "largest chunk b64", "encode CPU s", "x real time", "SNR dB", "log-mel dist dB")
+    header = ("format", "kbit/s", "LAME q", "clip s", "clips", "bytes/audio min",
+              "largest clip b64", "encode CPU s", "x real time", "SNR dB", "log-mel dist dB")
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for fmt, bit_rate, quality in VARIANTS:
-        r = run_variant(fmt, bit_rate, quality, seconds)
+        r = run_variant(fmt, bit_rate, quality, seconds, args.rate)
         print(" | ".join([
-            fmt, "256" if fmt == "wav" else f"{bit_rate // 1000}",
+            fmt, f"{16 * args.rate // 1000}" if fmt == "wav" else f"{bit_rate // 1000}",
             "-" if fmt == "wav" else str(quality), f"{r['chunk_seconds']:.1f}",
             f"{r['chunks']}", f"{r['bytes_per_minute']:,.0f}", f"{r['largest_b64']:,}",
             f"{r['cpu']:.2f}", f"{r['realtime']:.0f}", f"{r['snr']:.1f}", f"{r['lsd']:.2f}"]))

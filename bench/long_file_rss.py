@@ -1,12 +1,17 @@
-"""Benchmark: peak memory and time to prepare a 3-hour recording and encode all its chunks.
+"""Benchmark: time to the first clip, total time and peak memory of preparing long recordings,
+streaming clips (this code) next to the old behaviour (300 s chunks, two passes) in one run.
 
-Generates a speech-like recording (streaming, with PyAV) into a temporary folder, then runs
-``prepare`` + ``iter_chunks`` in a fresh child process and prints the child's peak RSS
-(VmHWM), its RSS right after the imports, and the time of each pass. Run from the repository
-root::
+Generates speech-like recordings (streaming, with PyAV) into a temporary folder, then, in fresh
+child processes, runs ``prepare`` + ``iter_clips`` and reports each child's time to its first
+clip (probe included), total time, clips, audio sent and peak RSS (VmHWM). The old behaviour is
+the code of ``BASELINE`` (the commit before the streaming audio layer), exported with
+``git archive`` and run the same way. Cases: a 20-minute recording alone; the same prepared by
+``--concurrent`` children at once (several long files arriving together on a 2-core machine);
+a ``--hours`` recording alone. Targets: first clip within 5 s in both 20-minute cases, peak RSS
+under 200 MB for the long one. Run from the repository root::
 
-    python -m bench long-file-rss                          # 3 h, m4a source, mp3 chunks
-    python -m bench long-file-rss --hours 1 --source flac --chunk-format wav
+    python -m bench long-file-rss                       # 20 min x1, x4; 3 h; m4a sources
+    python -m bench long-file-rss --hours 1 --source flac --clip-format wav
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +32,9 @@ import numpy as np
 
 from bench.audio_formats import speech_like, take
 
+BASELINE = "6a1b71e"  # the last commit with two-pass, 300 s, 16 kHz chunks
+FIRST_CLIP_TARGET_S = 5.0
+RSS_TARGET_MB = 200.0
 SOURCES = {  # name: (muxer, codec, sample rate, extension)
     "m4a": ("ipod", "aac", 44100, "m4a"),
     "flac": ("flac", "flac", 44100, "flac"),
@@ -33,7 +42,7 @@ SOURCES = {  # name: (muxer, codec, sample rate, extension)
     "opus": ("ogg", "libopus", 48000, "opus"),
 }
 
-CHILD = textwrap.dedent("""
+_MEASURE = """
     import json, resource, sys, time
 
     def rss(field):
@@ -41,23 +50,34 @@ CHILD = textwrap.dedent("""
             if line.startswith(field):
                 return int(line.split()[1])
 
-    from mimo_watchd.audio import prepare
-    from mimo_watchd.config import default_audio_settings
+    {imports}
     after_imports = rss("VmRSS:")
     t0 = time.monotonic()
-    prepared = prepare(sys.argv[1], audio=default_audio_settings(chunk_format=sys.argv[2]))
-    t1 = time.monotonic()
-    chunks = largest = 0
-    for chunk in prepared.iter_chunks():
-        chunks += 1
-        largest = max(largest, chunk.b64_chars)
-    t2 = time.monotonic()
+    {prepare}
+    first = None
+    clips = largest = 0
+    sent = 0.0
+    for clip in {iterate}:
+        first = first if first is not None else time.monotonic() - t0
+        clips += 1
+        largest = max(largest, clip.b64_chars)
+        sent += {seconds}
+    total = time.monotonic() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"after_imports_kb": after_imports, "peak_kb": rss("VmHWM:"),
-                      "plan_s": t1 - t0, "encode_s": t2 - t1, "chunks": chunks,
-                      "largest_b64": largest, "cpu_s": usage.ru_utime + usage.ru_stime,
-                      "duration_s": prepared.info.duration_seconds}))
-""")
+    print(json.dumps({{"after_imports_kb": after_imports, "peak_kb": rss("VmHWM:"),
+                      "first_s": first, "total_s": total, "clips": clips, "sent_s": sent,
+                      "largest_b64": largest, "cpu_s": usage.ru_utime + usage.ru_stime}}))
+"""
+NEW_CHILD = textwrap.dedent(_MEASURE.format(
+    imports="from mimo_watchd.audio import AudioParams, prepare",
+    prepare="prepared = prepare(sys.argv[1], AudioParams(clip_format=sys.argv[2]))",
+    iterate="prepared.iter_clips()", seconds="clip.sent_seconds"))
+OLD_CHILD = textwrap.dedent(_MEASURE.format(
+    imports="from mimo_watchd.audio import prepare\n    "
+            "from mimo_watchd.config import default_audio_settings",
+    prepare="prepared = prepare(sys.argv[1], "
+            "audio=default_audio_settings(chunk_format=sys.argv[2]))",
+    iterate="prepared.iter_chunks()", seconds="clip.duration"))
 
 
 def generate(path: Path, seconds: float, source: str) -> None:
@@ -77,35 +97,88 @@ def generate(path: Path, seconds: float, source: str) -> None:
             out.mux(packet)
 
 
+def baseline_tree(repo: Path, into: Path) -> Path:
+    """The package as of ``BASELINE``, exported into ``into`` (for PYTHONPATH)."""
+    archive = subprocess.run(["git", "-C", str(repo), "archive", BASELINE, "mimo_watchd"],
+                             capture_output=True, check=True).stdout
+    into.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def measure(code_root: Path, child: str, paths: list[Path], fmt: str) -> list[dict[str, float]]:
+    """Runs one child per path, all at once; returns their figures."""
+    env = {**os.environ, "PYTHONPATH": str(code_root)}
+    procs = [subprocess.Popen([sys.executable, "-c", child, str(p), fmt], env=env,
+                              cwd=code_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for p in paths]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode:
+            sys.exit(err)
+        results.append(json.loads(out))
+    return results
+
+
+def row(case: str, code: str, runs: list[dict[str, float]]) -> str:
+    """One table row: the worst first-clip time, mean total time, clips, peak RSS."""
+    first = max(r["first_s"] for r in runs)
+    total = sum(r["total_s"] for r in runs) / len(runs)
+    peak = max(r["peak_kb"] for r in runs) / 1024
+    r = runs[0]
+    return " | ".join([case, code, f"{first:.2f}", f"{total:.1f}", f"{r['cpu_s']:.1f}",
+                       f"{r['clips']}", f"{r['sent_s']:.0f}", f"{r['largest_b64']:,}",
+                       f"{peak:.0f}"])
+
+
 def main() -> None:
-    """Generates the file, measures the child, prints the figures."""
+    """Generates the recordings, measures both codes, prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--concurrent", type=int, default=4)
     parser.add_argument("--hours", type=float, default=3.0)
     parser.add_argument("--source", choices=sorted(SOURCES), default="m4a")
-    parser.add_argument("--chunk-format", choices=("mp3", "wav"), default="mp3")
+    parser.add_argument("--clip-format", choices=("mp3", "wav"), default="mp3")
     args = parser.parse_args()
     repo = Path(__file__).resolve().parents[1]
+    ext = SOURCES[args.source][3]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"long.{SOURCES[args.source][3]}"
+        root = Path(tmp)
+        old_root = baseline_tree(repo, root / "baseline")
         started = time.monotonic()
-        generate(path, args.hours * 3600, args.source)
+        medium = root / f"medium.{ext}"
+        generate(medium, args.minutes * 60, args.source)
+        copies = [medium]
+        for i in range(1, args.concurrent):
+            copies.append(root / f"medium-{i}.{ext}")
+            shutil.copyfile(medium, copies[-1])
+        long = root / f"long.{ext}"
+        generate(long, args.hours * 3600, args.source)
         made = time.monotonic() - started
-        env = {**os.environ, "PYTHONPATH": str(repo)}
-        done = subprocess.run([sys.executable, "-c", CHILD, str(path), args.chunk_format],
-                              env=env, capture_output=True, text=True, check=False)
-        if done.returncode:
-            sys.exit(done.stderr)
-        r = json.loads(done.stdout)
-        size = path.stat().st_size
-    print(f"source: {args.hours:g} h {args.source} ({SOURCES[args.source][1]}, "
-          f"{SOURCES[args.source][2]} Hz mono), {size / 1e6:.1f} MB, generated in {made:.0f} s")
-    print(f"chunks: {r['chunks']} x {args.chunk_format}, largest {r['largest_b64']:,} base64 "
-          f"chars, audio {r['duration_s']:.1f} s")
-    print(f"pass 1 (decode + level profile + plan): {r['plan_s']:.1f} s")
-    print(f"pass 2 (decode + encode every chunk):   {r['encode_s']:.1f} s")
-    print(f"CPU total: {r['cpu_s']:.1f} s ({r['duration_s'] / r['cpu_s']:.0f}x real time)")
-    print(f"RSS after imports: {r['after_imports_kb'] / 1024:.1f} MB; "
-          f"peak RSS (VmHWM): {r['peak_kb'] / 1024:.1f} MB")
+        cases = [(f"{args.minutes:g} min alone", [medium]),
+                 (f"{args.minutes:g} min x{args.concurrent} at once", copies),
+                 (f"{args.hours:g} h alone", [long])]
+        rows, news = [], []
+        for case, paths in cases:
+            new = measure(repo, NEW_CHILD, paths, args.clip_format)
+            old = measure(old_root, OLD_CHILD, paths, args.clip_format)
+            rows += [row(case, "streaming clips", new), row(case, f"old ({BASELINE})", old)]
+            news.append(new)
+    print(f"sources: {args.source} ({SOURCES[args.source][1]}, {SOURCES[args.source][2]} Hz "
+          f"mono, speech-like), generated in {made:.0f} s; clips as {args.clip_format}; "
+          f"{os.cpu_count()} CPUs; PyAV {av.__version__}")
+    header = ("case", "code", "first clip s (worst)", "total s (mean)", "CPU s (one child)",
+              "clips", "audio sent s", "largest b64", "peak RSS MB")
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    print("\n".join(rows))
+    worst_first = max(r["first_s"] for r in news[0] + news[1])
+    long_peak = max(r["peak_kb"] for r in news[2]) / 1024
+    print(f"targets: first clip <= {FIRST_CLIP_TARGET_S:g} s: "
+          f"{'met' if worst_first <= FIRST_CLIP_TARGET_S else 'MISSED'} ({worst_first:.2f} s); "
+          f"peak RSS < {RSS_TARGET_MB:g} MB: "
+          f"{'met' if long_peak < RSS_TARGET_MB else 'MISSED'} ({long_peak:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -1,100 +1,132 @@
-"""The ``mimo-watchd`` command line: transcribe, emulate, run, status, retry, check."""
+"""The ``mimo-watchd`` command line: transcribe, emulate, run, status, retry, check.
+
+Building the parser imports nothing heavy (``--help`` answers at once): each command imports
+what it needs when it runs, and ``emulate`` hands its options to the emulator's own parser.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import os
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from mimo_watchd import __version__, logsetup
-from mimo_watchd.config import (
-    ApiSettings,
-    Settings,
-    default_api_settings,
-    default_audio_settings,
-    load,
-    resolve_api_key,
-)
+from mimo_watchd import __version__
 from mimo_watchd.errors import ConfigError, MimoWatchdError
-from mimo_watchd.exitcodes import ExitCode
+from mimo_watchd.exitcodes import ExitCode, for_error
 
-log = structlog.get_logger("mimo_watchd.cli")
+if TYPE_CHECKING:
+    from mimo_watchd.config import ApiSettings
+
+CONFIG_HELP = "the YAML configuration file (see config.example.yaml)"
+EXIT_CODES = """\
+exit codes: 0 ok; 1 some file failed; 2 usage; 3 status: no daemon running; 68 check --api:
+the API could not be reached; 69 the API refused (key, balance) or --once ended paused; 75
+another daemon holds the state folder, or it is full; 78 configuration, key or ledger problem
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mimo-watchd", description=(
-        "Drop-folder transcription daemon for Xiaomi's MiMo speech-recognition API."))
+    p = argparse.ArgumentParser(
+        prog="mimo-watchd", epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Drop-folder transcription daemon for Xiaomi's MiMo speech-recognition API.")
     p.add_argument("--version", action="version", version=f"mimo-watchd {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("transcribe", help="transcribe files once, writing NAME.txt and NAME.json")
-    t.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    t.add_argument("-c", "--config", type=Path, help="take API and audio settings from this file")
+    t.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                   help="audio files (any format PyAV decodes; the same file given twice is "
+                   "transcribed once)")
+    t.add_argument("-c", "--config", type=Path,
+                   help="take API and audio settings from this file (default: built-in "
+                   "defaults, the key from $MIMO_API_KEY)")
     t.add_argument("-o", "--output-dir", type=Path, help="write sidecars here (default: beside "
                    "each input)")
     t.add_argument("--force", action="store_true", help="overwrite existing sidecars")
-    t.add_argument("--language", choices=("auto", "zh", "en"))
+    t.add_argument("--language", choices=("auto", "zh", "en"),
+                   help="transcription language (default: api.language, else auto)")
     t.add_argument("--stream", action="store_true", help="use streaming responses")
     t.add_argument("--json", action="store_true", help="print each result as JSON to stdout")
-    t.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+    t.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                   help="log lines on stderr: json, console, or auto (json when stderr is not "
+                   "a terminal)")
 
-    e = sub.add_parser("emulate", help="serve a local stand-in for the MiMo API")
-    from mimo_watchd.emulator import cli as emulator_cli
+    sub.add_parser("emulate", add_help=False,
+                   help="serve a local stand-in for the MiMo API (mimo-watchd emulate --help "
+                   "for its options; port 8765 unless --port)")
 
-    emulator_cli.add_arguments(e)
-
-    r = sub.add_parser("run", help="run the daemon in the foreground")
-    r.add_argument("-c", "--config", type=Path, required=True)
+    r = sub.add_parser("run", help="run the daemon in the foreground (logs on stdout)")
+    r.add_argument("-c", "--config", type=Path, required=True, help=CONFIG_HELP)
     r.add_argument("--once", action="store_true",
-                   help="process what is there (and what arrives meanwhile), then exit")
+                   help="process what is there (and what arrives meanwhile), then exit: 0 when "
+                   "all went well, 1 when some file failed")
 
-    s = sub.add_parser("status", help="queue, in progress, done, failed, paused")
-    s.add_argument("-c", "--config", type=Path, required=True)
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--failures", type=int, default=10, help="recent failures to list")
+    s = sub.add_parser("status", help="files queued, in progress, done, failed; paused and why "
+                       "(exit 3 when no daemon runs)")
+    s.add_argument("-c", "--config", type=Path, required=True, help=CONFIG_HELP)
+    s.add_argument("--json", action="store_true", help="print the status as one JSON document")
+    s.add_argument("--failures", type=int, default=10,
+                   help="recent failures to list (default %(default)s)")
 
     rt = sub.add_parser("retry", help="move failed files back into their watch and queue them")
-    rt.add_argument("-c", "--config", type=Path, required=True)
+    rt.add_argument("-c", "--config", type=Path, required=True, help=CONFIG_HELP)
     rt.add_argument("--failed", action="store_true", help="every file in the failed folders")
-    rt.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    rt.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                    help="failed files to move back (where they are now, or where they arrived)")
 
-    c = sub.add_parser("check", help="validate the config, folders and key; --api tries a request")
-    c.add_argument("-c", "--config", type=Path, required=True)
-    c.add_argument("--api", action="store_true", help="send one tiny real request")
+    c = sub.add_parser("check", help="validate the config, folders, hooks and key; --api tries "
+                       "a request")
+    c.add_argument("-c", "--config", type=Path, required=True, help=CONFIG_HELP)
+    c.add_argument("--api", action="store_true",
+                   help="send one second of silence to the API (exit 69: refused, 68: "
+                   "unreachable)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "emulate":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "transcribe":
             return cmd_transcribe(args)
         if args.command == "emulate":
-            from mimo_watchd.emulator import cli as emulator_cli
-
-            return emulator_cli.run(args)
+            return _emulate(extra)
         from mimo_watchd import commands
 
         return int(getattr(commands, f"cmd_{args.command}")(args))
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return ExitCode.CONFIG
+    except MimoWatchdError as exc:
+        # A refusal to start (another daemon runs, a corrupt ledger): one line, its own code.
+        print(f"mimo-watchd {args.command}: {exc.reason}", file=sys.stderr)
+        return for_error(exc)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
 
 
+def _emulate(argv: list[str]) -> int:
+    from mimo_watchd.emulator import cli as emulator_cli
+
+    parser = argparse.ArgumentParser(prog="mimo-watchd emulate",
+                                     description="Serve the MiMo ASR API emulator.")
+    emulator_cli.add_arguments(parser)
+    return emulator_cli.run(parser.parse_args(argv))
+
+
 def _api_and_audio(args: argparse.Namespace) -> tuple[ApiSettings, Any]:
+    import dataclasses
+
+    from mimo_watchd.config import default_api_settings, default_audio_settings, load
+
     if args.config:
-        settings: Settings = load(args.config)
+        settings = load(args.config)
         api, audio = settings.api, settings.audio
     else:
         api, audio = default_api_settings(), default_audio_settings()
@@ -111,11 +143,18 @@ def _api_and_audio(args: argparse.Namespace) -> tuple[ApiSettings, Any]:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     """Transcribes each file once (a path given twice is one file); sidecars beside it (or in
     --output-dir), named as ``sidecar_stems`` says; the input is untouched."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import structlog
+
+    from mimo_watchd import logsetup
     from mimo_watchd.client import MimoClient
+    from mimo_watchd.config import resolve_api_key
     from mimo_watchd.outputs import dumps, write_sidecars
     from mimo_watchd.records import Transcribed
     from mimo_watchd.transcription import FileTranscriber
 
+    log = structlog.get_logger("mimo_watchd.cli")
     files = sidecar_stems(args.files, args.output_dir)
     progress = _Progress(len(files))
     # On a terminal the progress lines are the per-file summary; logs keep to warnings.

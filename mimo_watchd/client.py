@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -24,6 +25,7 @@ from mimo_watchd import __version__, claimguard
 from mimo_watchd.config import ApiSettings, Secret, effective_base_url
 from mimo_watchd.errors import (
     ApiError,
+    ApiUnreachableError,
     AudioError,
     OperatorError,
     OutputTruncatedError,
@@ -280,6 +282,10 @@ class MimoClient:
                         raw = assemble_sse(_lines(resp, deadline))
                     else:
                         raw = _parse_json(_read_limited(resp, deadline, limit=None))
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+                # No connection at all: an outage (DNS, refused, proxy down), not this request's.
+                raise ApiUnreachableError(urlsplit(self.url).netloc,
+                                          f"{type(exc).__name__}: {exc}") from exc
             except httpx.TimeoutException as exc:
                 raise TransientApiError(f"timed out ({type(exc).__name__})") from exc
             except httpx.TransportError as exc:

@@ -1,10 +1,12 @@
-"""The daemon-side commands: ``run``, ``status``, ``retry``, ``check``."""
+"""The daemon-side commands: ``run``, ``status``, ``retry``, ``check``.
+
+``status`` and ``check`` write nothing in the state folder and, like ``retry``, work while a
+daemon runs there; only ``run`` takes the state folder's lock (``instance``)."""
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -13,12 +15,15 @@ import wave
 from pathlib import Path
 from typing import Any
 
+from mimo_watchd import instance, logsetup, runstatus
 from mimo_watchd.config import Secret, Settings, load, resolve_api_key
-from mimo_watchd.errors import ApiError, ConfigError, JobError, LedgerError
+from mimo_watchd.config.checks import hook_problems
+from mimo_watchd.errors import ApiError, ApiUnreachableError, ConfigError, JobError, LedgerError
 from mimo_watchd.exitcodes import ExitCode
 from mimo_watchd.fsutil import free_stem, safe_move
-from mimo_watchd.ledger import Ledger, State, open_ledger
-from mimo_watchd.outputs import ERROR_SUFFIX
+from mimo_watchd.ledger import Job, State, open_ledger, read_ledger
+from mimo_watchd.ledger.sqlite import LEDGER_FILE
+from mimo_watchd.outputs import ERROR_SUFFIX, dumps
 from mimo_watchd.timestamps import iso_seconds
 
 
@@ -28,72 +33,97 @@ def cmd_run(args: argparse.Namespace) -> int:
     return daemon.run(args.config, once=args.once)
 
 
-def _ledger(settings: Settings) -> Ledger:
-    return open_ledger(settings.state_dir, settings.ledger)
-
-
-def _runtime_status(settings: Settings) -> dict[str, Any]:
-    from mimo_watchd.daemon import STATUS_FILE
-
-    try:
-        doc = json.loads((settings.state_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"running": False}
-    if doc.get("running"):
-        try:
-            os.kill(int(doc["pid"]), 0)
-        except (OSError, ValueError, KeyError):
-            doc["running"] = False  # the process is gone (crashed or killed)
-    return dict(doc)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    """Queue, in progress, done, failed (recent failures with reasons), paused."""
+    """Files queued, in progress, done and failed (recent failures: where the file is now, when
+    and why), whether the daemon runs and whether it is paused, and why since when.
+
+    Exits 0 while a daemon runs on the state folder, 3 when none does (LSB's "not running",
+    as ``systemctl status``). Reads only: creates no folder, no ledger, no file."""
+    _escaped_stdout()
     settings = load(args.config)
-    ledger = _ledger(settings)
     try:
-        counts = ledger.counts()
-        failures = [{"path": j.path, "moved_to": j.final_path, "reason": j.last_error,
-                     "attempts": j.attempts,
-                     "at": iso_seconds(j.updated_at)}
-                    for j in ledger.recent_failures(args.failures)]
-        fleet = ledger.fleet()
-    finally:
-        ledger.close()
-    runtime = _runtime_status(settings)
-    doc = {"running": runtime.get("running", False), "pid": runtime.get("pid"),
-           "paused": bool(runtime.get("paused")) and runtime.get("running", False),
+        pid = instance.holder(settings.state_dir)
+    except OSError as exc:  # e.g. the service's state folder, read by another user
+        raise ConfigError([f"state_dir: cannot read {settings.state_dir}: "
+                           f"{exc.strerror or exc}"], str(args.config)) from exc
+    running = pid is not None
+    runtime = (runstatus.read(settings.state_dir) or {}) if running else {}
+    ledger = read_ledger(settings.state_dir, settings.ledger)
+    counts = dict.fromkeys(("QUEUED", "PROCESSING", "DONE"), 0)
+    failed, failures, fleet = 0, [], None
+    if ledger is not None:
+        try:
+            counts = ledger.counts()
+            failed = ledger.failed_files()
+            failures = [_failure(j) for j in ledger.recent_failures(args.failures)]
+            fleet = ledger.fleet()
+        finally:
+            ledger.close()
+    # Without a daemon, jobs the ledger still calls in progress were cut off by an unclean
+    # stop: they are taken again at the next start (in a fleet, other hosts may run them).
+    interrupted = 0 if running or fleet is not None else counts["PROCESSING"]
+    where = "postgres" if fleet is not None else str(settings.state_dir / LEDGER_FILE)
+    doc = {"running": running, "pid": pid or runtime.get("pid"),
+           "ledger": where if ledger else None,
+           "paused": bool(runtime.get("paused")),
            "paused_reason": runtime.get("paused_reason"),
-           "queued": counts["QUEUED"], "in_progress": counts["PROCESSING"],
-           "done": counts["DONE"], "failed": counts["FAILED"],
+           "paused_since": runtime.get("paused_since"),
+           "queued": counts["QUEUED"] + interrupted,
+           "in_progress": counts["PROCESSING"] - interrupted, "interrupted": interrupted,
+           "done": counts["DONE"], "failed": failed,
            "settling": runtime.get("settling", 0), "watches": runtime.get("watches", []),
            "recent_failures": failures, "updated_at": runtime.get("updated_at")}
     if fleet is not None:
         doc["fleet"] = fleet
+    code = ExitCode.OK if running else ExitCode.NOT_RUNNING
     if args.json:
-        print(json.dumps(doc, ensure_ascii=False, indent=2))
-        return ExitCode.OK
-    state = "running" if doc["running"] else "not running"
-    print(f"mimo-watchd: {state}" + (f" (pid {doc['pid']})" if doc["running"] else ""))
+        sys.stdout.write(dumps(doc))
+        return code
+    state = f"running (pid {doc['pid']})" if running else "not running"
+    print(f"mimo-watchd: {state}; state folder {settings.state_dir}")
+    if ledger is None:
+        print("no ledger yet: no daemon has run on this state folder")
     if doc["paused"]:
-        print(f"PAUSED: {doc['paused_reason']}")
-    print(f"queued: {doc['queued']}  in progress: {doc['in_progress']}  done: {doc['done']}  "
-          f"failed: {doc['failed']}  settling: {doc['settling']}")
+        print(f"PAUSED since {doc['paused_since']}: {doc['paused_reason']}")
+    print(f"files: queued {doc['queued']}, in progress {doc['in_progress']}, done {doc['done']}, "
+          f"failed {doc['failed']}, settling {doc['settling']}")
+    if interrupted:
+        print(f"  ({interrupted} of the queued were in progress when the daemon stopped "
+              "uncleanly; they are taken again at the next start)")
     if fleet is not None:
-        print(f"fleet: queued {fleet['queued']}  in progress {fleet['in_progress']}")
+        print(f"fleet: queued {fleet['queued']}, in progress {fleet['in_progress']}")
         for h in fleet["hosts"]:
-            state = "up" if h["alive"] else "down"
-            print(f"  host {h['host_id']} ({state}, pid {h['pid']}, seen "
+            up = "up" if h["alive"] else "down"
+            print(f"  host {h['host_id']} ({up}, pid {h['pid']}, seen "
                   f"{h['seen_seconds_ago']:g} s ago): {len(h['in_flight'])} in flight"
                   + "".join(f"\n    {p}" for p in h["in_flight"]))
     for w in doc["watches"]:
         extra = f" ({w.get('reason')})" if w.get("reason") else ""
         print(f"watch {w.get('path')}: {w.get('mode')}{extra}")
     if failures:
-        print("recent failures:")
+        print("recent failures (newest first; where each file is now):")
         for f in failures:
-            print(f"  {f['at']}  {f['path']}: {f['reason']}")
-    return ExitCode.OK
+            print(f"  {f['failed_at']}  {f['path']}: {f['reason']}")
+    return code
+
+
+def _escaped_stdout() -> None:
+    """Paths are shown as they are, except bytes that are not UTF-8, as ``\\udcXX`` escapes
+    (as on stderr), so that one such name cannot make a command fail."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
+def _failure(job: Job) -> dict[str, Any]:
+    """A failed file as ``status`` shows it: where it is now, when it failed, why (once)."""
+    result = job.result or {}
+    reason = job.last_error or ""
+    for named in (job.path, job.final_path):
+        if named:
+            reason = reason.removeprefix(f"{named}: ")  # audio errors start with the file
+    return {"path": job.final_path, "original_path": job.path, "reason": reason,
+            "attempts": job.attempts,
+            "failed_at": result.get("failed_at") or iso_seconds(job.updated_at)}
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -101,10 +131,16 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if not args.failed and not args.paths:
         print("retry: give --failed or the failed files' paths", file=sys.stderr)
         return ExitCode.USAGE
+    _escaped_stdout()
     settings = load(args.config)
-    ledger = _ledger(settings)
     wanted = {Path(os.path.abspath(p)) for p in args.paths}
     moved, problems = 0, []
+    fleet = settings.ledger.backend != "sqlite"
+    if not fleet and not (settings.state_dir / LEDGER_FILE).exists():  # make no ledger
+        print(f"retry: no ledger in {settings.state_dir}: nothing has failed there",
+              file=sys.stderr)
+        return ExitCode.FAILED if wanted else ExitCode.OK
+    ledger = open_ledger(settings.state_dir, settings.ledger)
     try:
         for job in ledger.jobs(State.FAILED):
             if job.final_path is None or job.outcome == "retried":
@@ -157,12 +193,16 @@ def _silence_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validates config, folders and key; with --api, one tiny real request."""
+    """Validates config, folders, hooks and key; with --api, one tiny real request.
+
+    Exits 0 when all is well, 78 for a problem of the configuration, the key or a hook, 69 when
+    the API refused the request (key, balance, URL), 68 when it could not be reached."""
     try:
         settings = load(args.config)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return ExitCode.CONFIG
+    logsetup.configure(settings.log.level, settings.log.format)  # the client's retry lines
     problems = []
     for i, w in enumerate(settings.watches):
         if not w.path.is_dir():
@@ -174,6 +214,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                                 "(it is created at start if its parent is writable)")
     if not _writable(settings.state_dir):
         problems.append(f"state_dir: {settings.state_dir} is not writable")
+    problems.extend(hook_problems(settings))
     key: Secret | None = None
     try:
         key = resolve_api_key(settings.api)
@@ -194,8 +235,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         t = client.transcribe(_silence_wav(), "audio/wav", 1.0)
+    except ApiUnreachableError as exc:
+        print(f"api: FAILED: {client.url}: {exc.reason}", file=sys.stderr)
+        return ExitCode.API_UNREACHABLE
     except ApiError as exc:
-        print(f"api: FAILED: {exc.reason}", file=sys.stderr)
+        print(f"api: FAILED: {client.url}: {exc.reason}", file=sys.stderr)
         return ExitCode.API
     finally:
         client.close()
@@ -207,7 +251,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _ledger_problems(settings: Settings) -> list[str]:
     """What keeps the fleet's ledger from opening (no DSN, no psycopg, no database)."""
     try:
-        _ledger(settings).close()
+        open_ledger(settings.state_dir, settings.ledger).close()
     except ConfigError as exc:
         return exc.problems
     except LedgerError as exc:

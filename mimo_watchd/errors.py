@@ -12,15 +12,20 @@ are translated at exactly one boundary each and chained with ``from exc``::
     │   ├── PermanentApiError       400, 421, content_filter: this input will never succeed
     │   ├── OutputTruncatedError    finish_reason "length": re-split the audio smaller
     │   ├── TransientApiError       429, 5xx, timeouts, dropped connections, stream without [DONE]
-    │   │   └── RateLimitedError    429 specifically (slows the whole client down)
+    │   │   ├── RateLimitedError    429 specifically (slows the whole client down)
+    │   │   └── ApiUnreachableError no connection to the API's host (DNS, refused, proxy, connect
+    │   │                           timeout): pause all API work until it answers again
     │   └── OperatorError           401, 402, 403, 404: needs a human; pause all API work
     ├── JobError                    a file could not be processed for a reason of its own
     │   │                           (unsafe path, move failed, vanished)
     │   ├── SourceChangedError      it is no longer there as queued (gone, replaced, a symlink)
     │   └── CrashLoopError          the daemon died while processing it, again and again
     ├── LedgerError                 the ledger's storage failed (sqlite3 errors, translated)
-    └── LeaseLostError              a fleet ledger: this process no longer holds (or cannot
-                                    show it holds) the claim on a job: it stops working on it
+    │   ├── LedgerFullError         no space left for it: hold what is paid, pause, resume later
+    │   └── LedgerLostError         corrupt, empty, deleted or replaced: refuse it, stop (78)
+    ├── LeaseLostError              a fleet ledger: this process no longer holds (or cannot
+    │                               show it holds) the claim on a job: it stops working on it
+    └── AlreadyRunningError         another daemon holds the state folder's lock
 
 ``retryable`` says whether trying the same request again later can succeed; ``pauses`` says
 whether the whole daemon must stop calling the API until an operator fixes something.
@@ -88,11 +93,35 @@ class LedgerError(MimoWatchdError):
     """The ledger could not be read or written (disk full, corrupt file, locked, closed)."""
 
 
+class LedgerFullError(LedgerError):
+    """The state folder has no space left for the ledger: nothing is lost (what cannot be
+    written is held in memory), but intake and API work wait until space is freed."""
+
+    pauses = True
+
+
+class LedgerLostError(LedgerError):
+    """The ledger cannot be trusted: corrupt, empty, or deleted or replaced while in use.
+
+    Carrying on (or starting afresh over it) would forget which files were already paid for,
+    so the daemon refuses to start on it, or stops."""
+
+
 class LeaseLostError(MimoWatchdError):
     """This process no longer holds the claim on a job's content (its lease expired after a
     freeze or a partition, or the database cannot be reached to show it still does): it sends
     nothing more and writes nothing more for that job, which is taken over once the lease has
     expired (by another host, or this one)."""
+
+
+class AlreadyRunningError(MimoWatchdError):
+    """Another daemon (``pid``) holds the state folder: two would take the same jobs."""
+
+    def __init__(self, state_dir: str, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "a process whose pid is unknown"
+        super().__init__(f"another mimo-watchd ({who}) is running on the state folder "
+                         f"{state_dir}; stop it first (status, retry and check work meanwhile)")
+        self.pid = pid
 
 
 class ApiError(MimoWatchdError):
@@ -148,6 +177,24 @@ class TransientApiError(ApiError):
 
 class RateLimitedError(TransientApiError):
     """HTTP 429: the account's request or token budget is spent for now."""
+
+
+class ApiUnreachableError(TransientApiError):
+    """No connection to the API's host could be made (DNS failure, connection refused, a proxy
+    down, a connect timeout): a network outage is the operator's problem, not the file's, so
+    API work pauses (no attempt is spent) until the host answers again."""
+
+    pauses = True
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(f"the API at {host} is unreachable ({detail})")
+        self.host = host
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        """The outage alone (without the chunk a transcriber prefixes: it is no chunk's fault)."""
+        return f"the API at {self.host} is unreachable ({self.detail})"
 
 
 class OperatorError(ApiError):

@@ -3,7 +3,8 @@
 ``python -m mimo_watchd.example > config.example.yaml`` regenerates it; a test compares.
 Options show their default; required ones show their example; an option off by default
 (``null``) names its example in its comment, and an optional section is shown filled in with
-its example, commented out, ready to copy.
+its example, commented out, ready to copy. An option whose default depends on where the daemon
+runs (``state_dir``) is shown commented out, so that a copy leaves it unset.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def _render(schema: Mapping[str, Opt], indent: str, out: list[str],
             out.append(f"{indent}{key}:")
             out.append(f"{indent}  -")
             _render(opt.children, indent + "    ", out)
+        elif opt.unset_in_example:
+            out.append(f"{indent}# {key}: {_scalar(shown)}")
         else:
             out.append(f"{indent}{key}: {_scalar(shown)}")
         if not indent:

@@ -17,18 +17,20 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from mimo_watchd.errors import SourceChangedError
-from mimo_watchd.paths import relative_to
+from mimo_watchd.paths import is_within, relative_to
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO swapped in must not block the open; it is refused as not regular anyway.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _BLOCK = 1024 * 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -167,3 +169,15 @@ def hash_below(root: Path, path: Path) -> tuple[str, Identity]:
         if not source.unchanged():
             raise SourceChangedError("it changed while it was hashed")
         return digest, source.identity
+
+
+def probe_below(roots: Iterable[Path], probe: Callable[[int, str], T], path: Path) -> T:
+    """``probe(fd, name)`` of the file at ``path``, opened below the one of ``roots`` that
+    holds it without following any symlink (the settler's container probe); raises
+    SourceChangedError when no root holds it or it cannot be opened safely."""
+    root = next((r for r in roots if is_within(os.path.abspath(path), os.path.abspath(r))),
+                None)
+    if root is None:
+        raise SourceChangedError(f"{path} is not inside a watched folder")
+    with InputFile.open(root, path) as source:
+        return probe(source.fd, str(path))

@@ -65,7 +65,8 @@ class Metrics:
                                  namespace=ns, registry=r)
         self.in_progress = Gauge("in_progress", "Jobs being processed now",
                                  namespace=ns, registry=r)
-        self.paused = Gauge("paused", "1 while API work is paused for an operator problem",
+        self.paused = Gauge("paused", "1 while work is paused (key, balance, the API unreachable, "
+                            "the state folder full)",
                             namespace=ns, registry=r)
         self.processing_seconds = Histogram(
             "processing_seconds", "Time from claiming a file to its outcome",
@@ -75,6 +76,9 @@ class Metrics:
                                   namespace=ns, registry=r)
         self.hook_failures = Counter("hook_failures", "Hooks that failed or timed out, by kind",
                                      ["hook"], namespace=ns, registry=r)
+        self.ignored = Counter("files_ignored", "Files seen in a watch that its name rules do "
+                               "not take (each path once), by reason",
+                               ["reason"], namespace=ns, registry=r)
         # Series that exist from the start read as 0 rather than absent, so rate() and alerts
         # on them work before the first event.
         for outcome in OUTCOMES:
@@ -117,6 +121,10 @@ class Metrics:
     def set_paused(self, paused: bool) -> None:
         """Whether API work is paused (bad key, no balance, ...)."""
         self.paused.set(1 if paused else 0)
+
+    def observe_ignored(self, reason: str) -> None:
+        """A file appeared that the watch's name rules do not take (see ``ignore_reason``)."""
+        self.ignored.labels(reason).inc()
 
     def observe_hook_failure(self, hook: str) -> None:
         """A hook ("command" or "webhook") failed or timed out; fits ``HookRunner(on_failure=)``."""

@@ -1,9 +1,12 @@
 """The pause decision: whether workers may take API work now.
 
-An error whose ``pauses`` is set (a bad key, no balance, ...: see ``errors``) closes the gate:
-no job is taken, except one probe every ``probe_every`` seconds. The first probe that ends
-without such an error opens it again. Which errors pause is decided by the errors themselves,
-so a new reason to pause is a new error class with ``pauses = True``, nothing here.
+An error whose ``pauses`` is set (a bad key, no balance, the API unreachable, ...: see
+``errors``) closes the gate: no job is taken, except one probe job at a time, the first a
+second after the pause, then at doubling intervals up to ``probe_every`` seconds apart (an
+outage that lasts seconds is over in seconds; one that lasts hours costs a probe a minute).
+The first probe that ends without such an error opens it again; ``probe_now`` (a reload that
+may have fixed the key) lets the next one through at once. Which errors pause is decided by
+the errors themselves, so a new reason to pause is a new error class with ``pauses = True``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from mimo_watchd import backoff
 from mimo_watchd.errors import MimoWatchdError
+
+_FIRST_PROBE = 1.0  # seconds after a pause before the first probe (at most probe_every)
 
 
 class _HasId(Protocol):
@@ -43,6 +49,8 @@ class PauseGate:
         self._lock = threading.Lock()
         self._reason: str | None = None
         self._since = 0.0
+        self.since: float | None = None  # wall clock (time.time()) when it closed
+        self._probes = 0  # probes that failed since it closed: the backoff's attempt
         self._next_probe = 0.0
         self._probe: int | None = None  # the id of the probe job in flight
 
@@ -62,6 +70,12 @@ class PauseGate:
             if self._reason is None:
                 return None
             return max(0.0, self._next_probe - self._clock())
+
+    def probe_now(self) -> None:
+        """Lets the next probe through without waiting (something that may end the pause
+        changed: a reload)."""
+        with self._lock:
+            self._next_probe = self._clock()
 
     def take(self, claim: Callable[[], J | None]) -> J | None:
         """``claim()``'s job while open; while closed, at most one probe job when one is due."""
@@ -85,11 +99,18 @@ class PauseGate:
             if isinstance(error, MimoWatchdError) and error.pauses:
                 closing = self._reason is None
                 if closing:
-                    self._since = now
+                    self._since, self.since, self._probes = now, time.time(), 0
+                    self._next_probe = now + self._probe_wait()
+                elif was_probe:
+                    self._probes += 1
+                    self._next_probe = now + self._probe_wait()
                 self._reason = error.reason
-                self._next_probe = now + self.probe_every
                 return Change(True, error.reason, 0.0) if closing else None
             if self._reason is not None and was_probe:
-                self._reason = None
+                self._reason, self.since = None, None
                 return Change(False, None, now - self._since)
             return None
+
+    def _probe_wait(self) -> float:
+        return backoff.delay(self._probes + 1, initial=min(_FIRST_PROBE, self.probe_every),
+                             cap=self.probe_every)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mimo_watchd import joining
-from mimo_watchd.audio import AudioInfo, prepare
+from mimo_watchd.audio import AudioInfo, AudioParams, ClipSpan, prepare
 from mimo_watchd.client import MimoClient, Transcript, parse_completion
 from mimo_watchd.config import AudioSettings
 from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, TransientApiError
@@ -91,8 +91,10 @@ def sum_usage(chunks: list[ChunkResult]) -> dict[str, int]:
     return total
 
 
-def span_key(start: float, end: float) -> str:
-    return f"{start:.3f}-{end:.3f}"
+def audio_params(audio: AudioSettings, max_b64_chars: int) -> AudioParams:
+    """The audio layer's parameters from the configuration (the new ones keep their defaults)."""
+    return AudioParams(max_clip_seconds=audio.max_chunk_seconds, clip_format=audio.chunk_format,
+                       overlap_seconds=audio.overlap_seconds, max_b64_chars=max_b64_chars)
 
 
 def _name_chunk(exc: ApiError | AudioError, index: int, start: float, end: float) -> Exception:
@@ -136,8 +138,7 @@ class FileTranscriber:
                 raise _renamed(exc, str(path), str(name)) from exc
         started = now_iso()
         digest = sha256 or sha256_file(path)
-        prepared = prepare(path, audio=self.audio,
-                           max_b64_chars=self.client.api.max_request_b64_chars)
+        prepared = prepare(path, audio_params(self.audio, self.client.api.max_request_b64_chars))
         results = self._all_chunks(prepared)
         results.sort(key=lambda c: (c.start, c.end))
         for i, c in enumerate(results):
@@ -165,7 +166,7 @@ class FileTranscriber:
                         if first_error is None:
                             first_error = exc
 
-            for chunk in prepared.iter_chunks():
+            for chunk in prepared.iter_clips():
                 if first_error is None and self.client.stopping:
                     # Shutting down with chunks unsent: fail the attempt (the job is retried)
                     # rather than return a transcript with those chunks missing.
@@ -185,12 +186,12 @@ class FileTranscriber:
         return results
 
     def _chunk(self, prepared: Any, chunk: Any) -> list[ChunkResult]:
-        return self._span(prepared, chunk.index, chunk.start, chunk.end, chunk.data, chunk.mime,
+        return self._span(prepared, chunk.index, chunk, chunk.data, chunk.mime,
                           overlapped=chunk.overlap_before > 0)
 
-    def _span(self, prepared: Any, index: int, start: float, end: float, data: bytes | None,
+    def _span(self, prepared: Any, index: int, span: ClipSpan, data: bytes | None,
               mime: str | None, *, overlapped: bool) -> list[ChunkResult]:
-        key = span_key(start, end)
+        key, start, end = span.key, span.start, span.end
         journal = self.journal
         try:
             raw = journal.lookup(key) if journal else None
@@ -199,29 +200,28 @@ class FileTranscriber:
                 result = self._result(index, start, end, t, overlapped, from_journal=True)
             else:
                 if data is None:
-                    data, mime = _encoded(prepared.encode_span(start, end), prepared)
+                    data, mime = _encoded(prepared.encode(span), prepared)
                 record = (lambda r: journal.record(key, r)) if journal else None
-                t = self.client.transcribe(data, mime or "audio/mpeg", end - start,
+                t = self.client.transcribe(data, mime or "audio/mpeg", span.sent_seconds,
                                            language=self.language, on_response=record)
                 result = self._result(index, start, end, t, overlapped, from_journal=False)
         except OutputTruncatedError as exc:
-            if end - start < 2 * MIN_RESPLIT_SECONDS:
+            if span.sent_seconds < 2 * MIN_RESPLIT_SECONDS:
                 raise _name_chunk(exc, index, start, end) from exc
-            return self._resplit(prepared, index, start, end, overlapped)
+            return self._resplit(prepared, index, span, overlapped)
         except (ApiError, AudioError) as exc:
             raise _name_chunk(exc, index, start, end) from exc
         if self.on_chunk:
             self.on_chunk(result)
         return [result]
 
-    def _resplit(self, prepared: Any, index: int, start: float, end: float,
+    def _resplit(self, prepared: Any, index: int, span: ClipSpan,
                  overlapped: bool) -> list[ChunkResult]:
         """Halves a span whose transcript hit the output cap, cutting in a pause near the middle
         (or with an overlap where there is none)."""
-        first, second = prepared.split_span(start, end)
-        head = self._span(prepared, index, first.start, first.end, None, None,
-                          overlapped=overlapped)
-        tail = self._span(prepared, index, second.start, second.end, None, None,
+        first, second = prepared.split(span)
+        head = self._span(prepared, index, first, None, None, overlapped=overlapped)
+        tail = self._span(prepared, index, second, None, None,
                           overlapped=second.overlap_before > 0)
         return head + tail
 
@@ -235,7 +235,7 @@ class FileTranscriber:
 
 
 def _encoded(value: Any, prepared: Any) -> tuple[bytes, str]:
-    return bytes(value), prepared.span_mime
+    return bytes(value), prepared.clip_mime
 
 
 class ClientTranscriber:

@@ -16,7 +16,13 @@ How nothing is missed:
   restarted and rescanned by the supervisor thread within a second or two.
 
 Scans never leave the tree and never take symlinks, FIFOs or devices: see
-:mod:`mimo_watchd.scanning`. Names are filtered by :mod:`mimo_watchd.names`.
+:mod:`mimo_watchd.scanning`. Names are filtered by :mod:`mimo_watchd.names`; a file an event
+announces that the rules do not take is reported once to ``on_ignored`` with the reason.
+
+``status()`` says per watch whether it is ``busy``: a scan queued or running, or events its
+observer has not passed on yet; with ``polls``, the poll rounds a polling watch completed.
+Once a watch is not busy (and, when polling, has completed a round begun afterwards),
+everything that happened in it before has reached the sink.
 
 Threads: watchdog's emitter and dispatcher threads only filter names and call the sink (which
 must not block: ``Settler.offer``); anything slower (scans, fallbacks, restarts) is queued for
@@ -29,6 +35,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,22 +52,41 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from mimo_watchd.config import WatchSettings
+from mimo_watchd.names import is_temp_name
 from mimo_watchd.observers import (
     LIMIT_ERRORS,
     alive,
+    backlog,
     halt,
     inotify_observer,
     limit_reason,
     polling_observer,
+    polls,
 )
 from mimo_watchd.paths import relative_to
-from mimo_watchd.scanning import accepts, scan, takes_folder
+from mimo_watchd.scanning import accepts, prefixes, rules, scan, takes_folder
 
-__all__ = ["Arrival", "WatchSet", "accepts", "scan"]
+__all__ = ["Arrival", "WatchSet", "accepts", "ignore_reason", "scan"]
 
 log = structlog.get_logger("mimo_watchd.watcher")
 
 _TICK = 1.0  # how often the supervisor checks that every observer is alive
+_IGNORED_MEMORY = 4096  # ignored paths remembered, so that each is reported once
+
+
+def ignore_reason(watch: WatchSettings, path: Path) -> str:
+    """Why the watch does not take the file ``path`` below it (for one it does not take)."""
+    rel = relative_to(watch.path, path) or path.name
+    folders = rel.split("/")[:-1]
+    if folders and not watch.recursive:
+        return "in a sub-folder (recursive is off)"
+    if folders and not all(rules(watch).takes_dir(p) for p in prefixes("/".join(folders))):
+        return "in a hidden or excluded folder"
+    if is_temp_name(path.name):
+        return "a hidden or temporary name (a file still being written)"
+    if rules(watch).exclude.match(path.name, rel):
+        return "excluded"
+    return "not matched by include"
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,7 @@ class _Watched:
         self.overflows = 0
         self.limit_hit: str | None = None
         self.rescan_queued = False
+        self.work = 0  # scans queued or running for this watch
 
     def outer(self, raw: bytes | str) -> Path | None:
         """An event path (below the real root) as a path below the configured root."""
@@ -134,6 +161,7 @@ class _Handler(FileSystemEventHandler):
                 self._owner._request(_Job("scan", w, path, kind))
             return
         if not accepts(w.watch, path):
+            self._owner._ignored(w.watch, path)
             return
         if self._polling:
             kind = "poll"
@@ -153,8 +181,12 @@ class WatchSet:
         sink: Callable[[Arrival], None],
         *,
         rescan_interval: float,
+        on_ignored: Callable[[Path, str], None] | None = None,
     ) -> None:
         self._sink = sink
+        self._on_ignored = on_ignored
+        self._ignored_paths: OrderedDict[Path, None] = OrderedDict()
+        self._count_lock = threading.Lock()
         self._rescan_interval = rescan_interval
         self._initial = tuple(watches)
         self._watched: dict[Path, _Watched] = {}
@@ -218,12 +250,23 @@ class WatchSet:
             self._scan(w)
 
     def status(self) -> list[dict[str, Any]]:
-        """Per watch: path, mode (inotify|polling|polling-fallback), reason, alive, overflows."""
+        """Per watch: path, mode (inotify|polling|polling-fallback), reason, alive, overflows,
+        busy (events not passed on yet, a scan queued or running) and polls (rounds done)."""
         return [
             {"path": str(w.watch.path), "mode": w.mode, "reason": w.reason,
-             "alive": alive(w.observer), "overflows": w.overflows}
+             "alive": alive(w.observer), "overflows": w.overflows, "busy": self._busy(w),
+             "polls": polls(w.observer)}
             for w in list(self._watched.values())
         ]  # fmt: skip
+
+    def busy(self) -> bool:
+        """Whether any watch is busy (see ``status``)."""
+        return any(self._busy(w) for w in list(self._watched.values()))
+
+    def _busy(self, w: _Watched) -> bool:
+        # The observer first: events flow from it to the supervisor's queue, so one that moves
+        # on while we look is still counted there.
+        return backlog(w.observer) or w.work > 0
 
     def alive(self) -> bool:
         """Whether the supervisor and every observer (with all its threads) are running.
@@ -246,7 +289,27 @@ class WatchSet:
 
     def _request(self, job: _Job) -> None:
         """Queues work for the supervisor thread (SimpleQueue.put never blocks)."""
+        self._count(job.watched, +1)
         self._requests.put(job)
+
+    def _count(self, w: _Watched, step: int) -> None:
+        with self._count_lock:
+            w.work += step
+
+    def _ignored(self, watch: WatchSettings, path: Path) -> None:
+        """Reports a file the rules do not take, once per path (never raises)."""
+        with self._count_lock:
+            if path in self._ignored_paths:
+                self._ignored_paths.move_to_end(path)
+                return
+            self._ignored_paths[path] = None
+            if len(self._ignored_paths) > _IGNORED_MEMORY:
+                self._ignored_paths.popitem(last=False)
+        if self._on_ignored is not None:
+            try:
+                self._on_ignored(path, ignore_reason(watch, path))
+            except Exception as exc:
+                log.error("ignored_sink_failed", path=str(path), error=repr(exc))
 
     # -- observing ---------------------------------------------------------------------------
 
@@ -330,7 +393,10 @@ class WatchSet:
                 return
             try:
                 if job is not None:
-                    self._run(job)
+                    try:
+                        self._run(job)
+                    finally:
+                        self._count(job.watched, -1)
                 now = time.monotonic()
                 if now >= next_heal:
                     next_heal = now + _TICK
@@ -394,11 +460,15 @@ class WatchSet:
 
         started = time.monotonic()
         count = 0
-        for path in scan(w.watch, below=below, on_error=failed):
-            if self._stopping.is_set():
-                break  # a scan of a huge tree must not hold up stop()
-            self._emit(Arrival(w.watch, path, event, time.monotonic()))
-            count += 1
+        self._count(w, +1)
+        try:
+            for path in scan(w.watch, below=below, on_error=failed):
+                if self._stopping.is_set():
+                    break  # a scan of a huge tree must not hold up stop()
+                self._emit(Arrival(w.watch, path, event, time.monotonic()))
+                count += 1
+        finally:
+            self._count(w, -1)
         log.debug("scanned", path=str(below or w.watch.path), files=count,
                        seconds=round(time.monotonic() - started, 3))
         return count

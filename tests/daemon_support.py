@@ -49,35 +49,45 @@ class DaemonProcess:
         return [e for e in self.events() if e.get("event") == event]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        wait_for(lambda: self.saw("daemon.start") or self.proc.poll() is not None, timeout,
-                 what="daemon start")
+        """Waits until the daemon watches its folders (and has scanned them once)."""
+        wait_for(lambda: self.saw("daemon.ready") or self.proc.poll() is not None, timeout,
+                 what="daemon ready")
         assert self.proc.poll() is None, self.log_path.read_text()
 
+    def status(self) -> dict[str, Any] | None:
+        """The status the daemon last wrote (``status.json``), if any yet."""
+        try:
+            doc: dict[str, Any] = json.loads((self.layout.state / "status.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return doc
+
     def wait_idle(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Waits until a status the daemon wrote after this call reports nothing settling or in
-        progress, and its ledger holds no queued or processing job; returns that status.
+        """Waits until a status the daemon wrote after this call reports its intake quiet (no
+        watch busy, nothing settling or being admitted; a polling watch two rounds further)
+        and nothing queued or in progress; returns that status.
 
         Where a test once slept so that anything late "would show now", this is the moment from
         which nothing more happens unless something new arrives.
         """
         since = datetime.now(UTC)
-        status_file = self.layout.state / "status.json"
+        first = self.status() or {}
+        polls = {w["path"]: w["polls"] for w in first.get("watches", [])}
 
         def idle() -> dict[str, Any] | None:
             assert self.proc.poll() is None, self.text()[-3000:]
-            try:
-                doc: dict[str, Any] = json.loads(status_file.read_text())
-            except (OSError, ValueError):
-                return None  # not written yet
-            if datetime.fromisoformat(doc["updated_at"]) <= since:
+            doc = self.status()
+            if doc is None or datetime.fromisoformat(doc["updated_at"]) <= since:
                 return None
-            if doc["settling"] or doc["in_progress"]:
+            if (doc["intake_busy"] or doc["settling"] or doc["queued"] or doc["in_progress"]
+                    or any(w["mode"] != "inotify" and w["polls"] < polls.get(w["path"], 0) + 2
+                           for w in doc["watches"])):
                 return None
-            counts = self.layout.ledger_counts()
-            return None if counts.get("QUEUED") or counts.get("PROCESSING") else doc
+            return doc
 
         result: dict[str, Any] = wait_for(
-            idle, timeout, "the daemon to report nothing settling, queued or in progress")
+            idle, timeout, "the daemon to report its intake quiet and nothing queued or in "
+            "progress")
         return result
 
     def wait(self, timeout: float = 60.0) -> int:

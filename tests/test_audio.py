@@ -17,8 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from mimo_watchd.audio import AudioInfo, Chunk, PreparedAudio, prepare, probe
-from mimo_watchd.config import default_audio_settings
+from mimo_watchd.audio import AudioInfo, AudioParams, Clip, ClipSpan, PreparedAudio, prepare, probe
 from mimo_watchd.errors import AudioError, IncompleteAudioError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,9 +119,9 @@ def decode(data: bytes | Path) -> tuple[np.ndarray, int, int, str]:
     return pcm, stream.codec_context.sample_rate, layout, fmt
 
 
-def settings(**overrides: object):  # type: ignore[no-untyped-def]
-    """Audio settings with every default except ``overrides``."""
-    return default_audio_settings(**overrides)
+def settings(**overrides: object) -> AudioParams:
+    """Audio parameters with every default except ``overrides``."""
+    return AudioParams(**overrides)  # type: ignore[arg-type]
 
 
 def cut_bytes(path: Path, keep: int, name: str | None = None) -> Path:
@@ -132,19 +131,21 @@ def cut_bytes(path: Path, keep: int, name: str | None = None) -> Path:
     return out
 
 
-def check_chunks(prepared: PreparedAudio, max_seconds: float, max_b64: int) -> list[Chunk]:
-    """Every chunk within the limits, in order, covering the audio without gaps."""
-    chunks = list(prepared.iter_chunks())
-    assert [c.index for c in chunks] == list(range(len(prepared.spans)))
+def check_chunks(prepared: PreparedAudio, max_seconds: float, max_b64: int) -> list[Clip]:
+    """Every clip within the limits, in order, covering the audio without gaps (nothing is
+    skipped in these files)."""
+    chunks = list(prepared.iter_clips())
+    summary = prepared.summary
+    assert [c.index for c in chunks] == list(range(summary.clips))
     assert chunks[0].start == 0.0
-    assert chunks[-1].end == pytest.approx(prepared.info.duration_seconds, abs=1e-6)
+    assert chunks[-1].end == pytest.approx(summary.audio_seconds, abs=1e-6)
     for prev, chunk in itertools.pairwise(chunks):
         assert chunk.start == pytest.approx(prev.end - chunk.overlap_before, abs=1e-9)
-    for chunk, span in zip(chunks, prepared.spans, strict=True):
-        assert (chunk.start, chunk.end, chunk.overlap_before) == (
-            span.start, span.end, span.overlap_before)
-        assert chunk.duration <= max_seconds + 1e-9
+    for chunk in chunks:
+        assert len(chunk.pieces) == 1 and chunk.sent_seconds == chunk.end - chunk.start
+        assert chunk.end - chunk.start <= max_seconds + 1e-9
         assert chunk.b64_chars <= max_b64
+    assert summary.sent_seconds == pytest.approx(sum(c.sent_seconds for c in chunks))
     return chunks
 
 
@@ -160,7 +161,7 @@ def test_probe_identifies_format_codec_and_length(tmp_path: Path, name: str) -> 
     assert isinstance(info, AudioInfo)
     assert (info.format, info.codec, info.sample_rate, info.channels) == (fmt, codec, rate, 1)
     assert info.duration_seconds == pytest.approx(3.0, abs=0.1)
-    assert info.size == path.stat().st_size and info.path == path
+    assert info.size == path.stat().st_size and info.name == str(path)
 
 
 def test_probe_sniffs_bytes_not_the_extension(tmp_path: Path) -> None:
@@ -339,8 +340,8 @@ def test_long_files_probe_cheaply_but_catch_truncation(tmp_path: Path) -> None:
 def test_small_wav_and_mp3_are_sent_as_they_are(tmp_path: Path, name: str, mime: str) -> None:
     """A wav or mp3 that fits one request is one chunk holding the original bytes."""
     path = make(tmp_path, name)
-    prepared = prepare(path, audio=settings())
-    chunks = list(prepared.iter_chunks())
+    prepared = prepare(path, settings())
+    chunks = list(prepared.iter_clips())
     assert prepared.passthrough and prepared.mime == mime
     assert len(chunks) == 1 and chunks[0].data == path.read_bytes() and chunks[0].mime == mime
     assert (chunks[0].start, chunks[0].overlap_before) == (0.0, 0.0)
@@ -350,41 +351,46 @@ def test_small_wav_and_mp3_are_sent_as_they_are(tmp_path: Path, name: str, mime:
 def test_wav_that_does_not_fit_is_transcoded(tmp_path: Path) -> None:
     """A wav too large, too long or not 16-bit PCM is transcoded instead of passed through."""
     path = make(tmp_path, "wav", seconds=9.0)
-    big = prepare(path, audio=settings(), max_b64_chars=path.stat().st_size)
-    long = prepare(path, audio=settings(max_chunk_seconds=5.0))
+    big = prepare(path, settings(max_b64_chars=path.stat().st_size))
+    long = prepare(path, settings(max_clip_seconds=5.0))
     u8 = write(tmp_path / "u8.wav", synth([(2.0, 440.0)], 8000), 8000, "wav", "pcm_u8")
     assert probe(u8).codec == "pcm_u8"
-    for prepared in (big, long, prepare(u8, audio=settings())):
+    for prepared in (big, long, prepare(u8, settings())):
         assert not prepared.passthrough and prepared.mime == "audio/mpeg"
-    assert len(long.spans) == 2
+    assert len(list(long.iter_clips())) == 2
 
 
 # ---------------------------------------------------------------- prepare: transcoding
 
 
 @pytest.mark.parametrize("name", sorted(set(FORMATS) - {"wav", "mp3"}))
-def test_other_formats_become_16k_mono_mp3(tmp_path: Path, name: str) -> None:
-    """Every other format is transcoded to a real 16 kHz mono mp3 of the same length."""
-    prepared = prepare(make(tmp_path, name, stereo=name not in ("amr",)), audio=settings())
-    (chunk,) = list(prepared.iter_chunks())
+def test_other_formats_become_mono_mp3_at_their_rate_up_to_24k(tmp_path: Path, name: str) -> None:
+    """Every other format is transcoded to a real mono mp3 of the same length, at the source's
+    rate up to 24 kHz (never upsampled)."""
+    prepared = prepare(make(tmp_path, name, stereo=name not in ("amr",)), settings())
+    (chunk,) = list(prepared.iter_clips())
     out = tmp_path / "chunk.bin"
     out.write_bytes(chunk.data)
     info = probe(out)
-    assert (info.format, info.codec, info.sample_rate, info.channels) == ("mp3", "mp3", 16000, 1)
-    assert chunk.mime == "audio/mpeg" and not prepared.passthrough
+    rate = min(FORMATS[name][2], 24000)
+    assert (info.format, info.codec, info.sample_rate, info.channels) == ("mp3", "mp3", rate, 1)
+    assert chunk.mime == "audio/mpeg" and not prepared.passthrough and prepared.rate == rate
     assert info.duration_seconds == pytest.approx(prepared.info.duration_seconds, abs=0.05)
 
 
-def test_wav_chunk_format_gives_16k_mono_pcm(tmp_path: Path) -> None:
-    """With chunk_format wav, chunks are real 16 kHz mono 16-bit wav files."""
-    prepared = prepare(make(tmp_path, "opus"), audio=settings(chunk_format="wav"))
-    (chunk,) = list(prepared.iter_chunks())
-    out = tmp_path / "chunk.bin"
-    out.write_bytes(chunk.data)
-    info = probe(out)
-    assert (info.format, info.codec, info.sample_rate, info.channels) == (
-        "wav", "pcm_s16le", 16000, 1)
-    assert chunk.mime == "audio/wav" and chunk.data[:4] == b"RIFF"
+def test_wav_clip_format_gives_mono_pcm_and_max_rate_caps_it(tmp_path: Path) -> None:
+    """With clip_format wav, clips are real mono 16-bit wav files at 24 kHz from a 48 kHz
+    source, or at max_sample_rate when that is lower (the old 16 kHz behaviour)."""
+    for max_rate, rate in ((24000, 24000), (16000, 16000)):
+        prepared = prepare(make(tmp_path, "opus"),
+                           settings(clip_format="wav", max_sample_rate=max_rate))
+        (chunk,) = list(prepared.iter_clips())
+        out = tmp_path / "chunk.bin"
+        out.write_bytes(chunk.data)
+        info = probe(out)
+        assert (info.format, info.codec, info.sample_rate, info.channels) == (
+            "wav", "pcm_s16le", rate, 1)
+        assert chunk.mime == "audio/wav" and chunk.data[:4] == b"RIFF"
 
 
 def pauses_and_tones(rate: int, seconds: float) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -405,8 +411,7 @@ def test_cuts_fall_inside_pauses(tmp_path: Path, name: str) -> None:
     """When pauses exist, every cut lies inside one, and chunks do not overlap."""
     rate = FORMATS[name][2]
     samples, pauses = pauses_and_tones(rate, 150.0)
-    audio = settings(max_chunk_seconds=20.0, silence_search_seconds=8.0)
-    prepared = prepare(make(tmp_path, name, samples), audio=audio)
+    prepared = prepare(make(tmp_path, name, samples), settings(max_clip_seconds=20.0))
     chunks = check_chunks(prepared, 20.0, 9_500_000)
     assert len(chunks) >= 8
     for chunk in chunks[:-1]:
@@ -417,7 +422,7 @@ def test_cuts_fall_inside_pauses(tmp_path: Path, name: str) -> None:
 def test_without_pauses_chunks_overlap(tmp_path: Path) -> None:
     """Audio without a pause is cut at the target with overlap_seconds of overlap."""
     path = write(tmp_path / "noise.flac", noise(70.0, 16000), 16000, "flac", "flac")
-    prepared = prepare(path, audio=settings(max_chunk_seconds=20.0, overlap_seconds=1.5))
+    prepared = prepare(path, settings(max_clip_seconds=20.0, overlap_seconds=1.5))
     chunks = check_chunks(prepared, 20.0, 9_500_000)
     assert [round(c.start, 3) for c in chunks] == [0.0, 18.5, 37.0, 55.5]
     assert [c.overlap_before for c in chunks] == [0.0, 1.5, 1.5, 1.5]
@@ -427,7 +432,7 @@ def test_size_limit_shortens_wav_chunks(tmp_path: Path) -> None:
     """Chunks stay under max_b64_chars: wav chunks become as long as the size allows."""
     samples, _ = pauses_and_tones(16000, 40.0)
     path = write(tmp_path / "speech.flac", samples, 16000, "flac", "flac")
-    prepared = prepare(path, audio=settings(chunk_format="wav"), max_b64_chars=300_000)
+    prepared = prepare(path, settings(clip_format="wav", max_b64_chars=300_000))
     chunks = check_chunks(prepared, 300.0, 300_000)
     assert len(chunks) >= 6
     assert max(c.b64_chars for c in chunks) > 200_000
@@ -445,22 +450,30 @@ def test_tiny_request_limit_still_fits_every_chunk(
     of audio per chunk the limit is refused as a configuration error."""
     samples, _ = pauses_and_tones(16000, 20.0)
     path = write(tmp_path / "speech.flac", samples, 16000, "flac", "flac")
-    prepared = prepare(path, audio=settings(chunk_format=fmt), max_b64_chars=limit)
+    prepared = prepare(path, settings(clip_format=fmt, max_b64_chars=limit))
     assert len(check_chunks(prepared, 300.0, limit)) >= at_least
     with pytest.raises(ValueError, match="under one second"):
-        prepare(path, audio=settings(chunk_format=fmt), max_b64_chars=limit // 5)
+        prepare(path, settings(clip_format=fmt, max_b64_chars=limit // 5))
 
 
 def test_chunks_reassemble_into_the_exact_source(tmp_path: Path) -> None:
-    """Decoded wav chunks, minus their overlaps, are exactly the 16 kHz source samples."""
+    """Decoded wav clips, minus their overlaps, are exactly the 16 kHz source samples; with
+    silence skipped, each clip is exactly its pieces of the source, end to end."""
     source = np.concatenate([noise(30.0, 16000), synth([(10.0, None), (15.0, 700.0)], 16000)])
     path = write(tmp_path / "src.flac", source, 16000, "flac", "flac", sample_format="s16")
-    prepared = prepare(path, audio=settings(chunk_format="wav", max_chunk_seconds=12.0))
+    reference = decode(path)[0]
+    prepared = prepare(path, settings(clip_format="wav", max_clip_seconds=12.0,
+                                      skip_silence=False))
     chunks = check_chunks(prepared, 12.0, 9_500_000)
     assert any(c.overlap_before for c in chunks) and any(not c.overlap_before for c in chunks[1:])
     pieces = [decode(c.data)[0][round(c.overlap_before * 16000):] for c in chunks]
-    reference = decode(path)[0]
     assert np.array_equal(np.concatenate(pieces), reference)
+    clips = list(prepare(path, settings(clip_format="wav")).iter_clips())
+    assert [len(c.pieces) for c in clips] == [2]  # the 10 s silence is left out, but 2 x 0.3 s
+    assert clips[0].sent_seconds == pytest.approx(45.6, abs=0.02)
+    expected = np.concatenate([reference[round(a * 16000) : round(b * 16000)]
+                               for a, b in clips[0].pieces])
+    assert np.array_equal(decode(clips[0].data)[0], expected)
 
 
 def test_rate_and_channel_changes_midway_are_followed(tmp_path: Path) -> None:
@@ -470,35 +483,39 @@ def test_rate_and_channel_changes_midway_are_followed(tmp_path: Path) -> None:
                    stereo=True)
     glued = tmp_path / "glued.mp3"
     glued.write_bytes(first.read_bytes() + second.read_bytes())
-    prepared = prepare(glued, audio=settings(max_chunk_seconds=5.0, chunk_format="wav"))
+    prepared = prepare(glued, settings(max_clip_seconds=5.0, clip_format="wav"))
     chunks = check_chunks(prepared, 5.0, 9_500_000)
-    assert prepared.info.duration_seconds == pytest.approx(8.0, abs=0.15)
+    assert prepared.summary.audio_seconds == pytest.approx(8.0, abs=0.15)
+    assert prepared.rate == 24000
     assert sum(len(decode(c.data)[0]) for c in chunks) == sum(
-        round(c.end * 16000) - round(c.start * 16000) for c in chunks)
+        round(c.end * 24000) - round(c.start * 24000) for c in chunks)
 
 
-def test_iter_chunks_is_lazy_repeatable_and_closable(tmp_path: Path) -> None:
-    """Chunks are produced one at a time, the same on every pass; abandoning a pass is clean."""
+def test_iter_clips_is_lazy_repeatable_and_closable(tmp_path: Path) -> None:
+    """Clips are produced one at a time, the same on every pass; abandoning a pass is clean."""
     path = write(tmp_path / "noise.flac", noise(50.0, 16000), 16000, "flac", "flac")
-    prepared = prepare(path, audio=settings(max_chunk_seconds=10.0))
-    gen = prepared.iter_chunks()
+    prepared = prepare(path, settings(max_clip_seconds=10.0, skip_silence=False))
+    gen = prepared.iter_clips()
     first = next(gen)
     gen.close()
-    assert next(prepared.iter_chunks()).data == first.data
-    assert len(list(prepared.iter_chunks())) == len(prepared.spans) == 6
+    with pytest.raises(RuntimeError, match="not run to the end"):
+        prepared.summary  # noqa: B018
+    assert next(prepared.iter_clips()).data == first.data
+    assert len(list(prepared.iter_clips())) == prepared.summary.clips == 6
 
 
 def test_encode_span_matches_the_same_range_of_a_full_decode(tmp_path: Path) -> None:
-    """encode_span seeks and returns exactly the samples of that range."""
+    """encode seeks and returns exactly the samples of a span's pieces."""
     source = noise(60.0, 16000)
     path = write(tmp_path / "src.flac", source, 16000, "flac", "flac", sample_format="s16")
-    prepared = prepare(path, audio=settings(chunk_format="wav", max_chunk_seconds=20.0))
+    prepared = prepare(path, settings(clip_format="wav", max_clip_seconds=20.0))
     reference = decode(path)[0]
-    for start, end in [(0.0, 3.0), (12.345, 17.5), (41.0, 60.0)]:
-        data = prepared.encode_span(start, end)
-        assert data[:4] == b"RIFF" and prepared.span_mime == "audio/wav"
+    for pieces in [((0.0, 3.0),), ((12.345, 17.5),), ((41.0, 60.0),), ((5.0, 6.0), (9.5, 12.0))]:
+        data = prepared.encode(ClipSpan(0, pieces, 0.0, -60.0))
+        assert data[:4] == b"RIFF" and prepared.clip_mime == "audio/wav"
         pcm = decode(data)[0]
-        assert np.array_equal(pcm, reference[round(start * 16000) : round(end * 16000)])
+        assert np.array_equal(pcm, np.concatenate(
+            [reference[round(a * 16000) : round(b * 16000)] for a, b in pieces]))
 
 
 def best_lag(a: np.ndarray, b: np.ndarray, reach: int = 40) -> int:
@@ -511,50 +528,60 @@ def best_lag(a: np.ndarray, b: np.ndarray, reach: int = 40) -> int:
 @pytest.mark.parametrize(("name", "slack"), [("mp3", 0), ("m4a", 0), ("opus", 0), ("amr", 0),
                                              ("webm", 16)])
 def test_encode_span_is_aligned_for_lossy_sources(tmp_path: Path, name: str, slack: int) -> None:
-    """After a seek in a lossy file the range lines up with the streamed chunks (Matroska
-    timestamps are in milliseconds: 16 samples)."""
+    """After a seek in a lossy file the range lines up with the streamed clips (Matroska
+    timestamps are in milliseconds: 16 samples at 16 kHz, 24 at 24 kHz)."""
     path = make(tmp_path, name, noise(40.0, FORMATS[name][2]))
-    prepared = prepare(path, audio=settings(chunk_format="wav", max_chunk_seconds=20.0))
-    streamed = decode(next(prepared.iter_chunks()).data)[0]
+    prepared = prepare(path, settings(clip_format="wav", max_clip_seconds=20.0,
+                                      skip_silence=False))
+    rate = prepared.rate
+    streamed = decode(next(prepared.iter_clips()).data)[0]
     for start in (0.3, 7.0, 13.33):
-        span = decode(prepared.encode_span(start, start + 5.0))[0]
-        assert len(span) == 80_000
-        assert abs(best_lag(span, streamed[round(start * 16000) :])) <= slack
+        span = decode(prepared.encode(ClipSpan(0, ((start, start + 5.0),), 0.0, -60.0)))[0]
+        assert len(span) == 5 * rate
+        assert abs(best_lag(span, streamed[round(start * rate) :])) <= slack * rate // 16000
 
 
 def test_encode_span_of_a_passthrough_file_is_transcoded(tmp_path: Path) -> None:
-    """Re-splitting a file that was sent as is gives chunk_format audio of that range."""
-    prepared = prepare(make(tmp_path, "wav", seconds=6.0), audio=settings())
+    """Re-splitting a file that was sent as is gives clip_format audio of that range."""
+    prepared = prepare(make(tmp_path, "wav", seconds=6.0), settings())
     assert prepared.passthrough
-    data = prepared.encode_span(1.0, 4.0)
-    assert prepared.span_mime == "audio/mpeg"
+    data = prepared.encode(ClipSpan(0, ((1.0, 4.0),), 0.0, -60.0))
+    assert prepared.clip_mime == "audio/mpeg"
     pcm, rate, channels, fmt = decode(data)
-    assert (rate, channels, fmt) == (16000, 1, "mp3")
-    assert len(pcm) / 16000 == pytest.approx(3.0, abs=0.01)
+    assert (rate, channels, fmt) == (24000, 1, "mp3")
+    assert len(pcm) / 24000 == pytest.approx(3.0, abs=0.01)
 
 
 def test_split_span_cuts_in_a_pause_or_overlaps(tmp_path: Path) -> None:
-    """A span is halved in a pause of its middle third, else at the middle with overlap."""
+    """A clip is halved in a pause of its middle third, else at the middle with overlap; a
+    clip with a silence left out inside is halved there."""
     tones = synth([(4.0, 440.0), (0.6, None), (5.4, 660.0)], 16000)
-    prepared = prepare(write(tmp_path / "t.flac", tones, 16000, "flac", "flac"),
-                       audio=settings())
-    first, second = prepared.split_span(0.0, 10.0)
+    prepared = prepare(write(tmp_path / "t.flac", tones, 16000, "flac", "flac"), settings())
+    (clip,) = list(prepared.iter_clips())
+    first, second = prepared.split(clip)
     assert 4.0 < first.end == second.start < 4.6 and second.overlap_before == 0.0
     prepared = prepare(write(tmp_path / "n.flac", noise(30.0, 16000), 16000, "flac", "flac"),
-                       audio=settings(overlap_seconds=2.0))
-    first, second = prepared.split_span(10.0, 30.0)
+                       settings(overlap_seconds=2.0))
+    first, second = prepared.split(ClipSpan(3, ((10.0, 30.0),), 0.0, -40.0))
     assert (first.start, first.end, second.start, second.end) == (10.0, 20.0, 18.0, 30.0)
     assert second.overlap_before == 2.0 and (first.index, second.index) == (0, 1)
+    gapped = synth([(6.0, 440.0), (8.0, None), (3.0, 660.0)], 16000)
+    prepared = prepare(write(tmp_path / "g.flac", gapped, 16000, "flac", "flac"), settings())
+    (clip,) = list(prepared.iter_clips())
+    assert len(clip.pieces) == 2
+    assert [x for p in clip.pieces for x in p] == pytest.approx([0.0, 6.3, 13.7, 17.0], abs=0.02)
+    first, second = prepared.split(clip)
+    assert (first.pieces, second.pieces) == ((clip.pieces[0],), (clip.pieces[1],))
 
 
 def test_prepare_reports_incomplete_and_undecodable_files(tmp_path: Path) -> None:
     """prepare raises what probe raises: IncompleteAudioError and AudioError."""
     path = make(tmp_path, "m4a")
     with pytest.raises(IncompleteAudioError):
-        prepare(cut_bytes(path, 2000), audio=settings())
+        prepare(cut_bytes(path, 2000), settings())
     (tmp_path / "notes.mp3").write_text("not audio at all\n")
     with pytest.raises(AudioError, match=r"notes\.mp3"):
-        prepare(tmp_path / "notes.mp3", audio=settings())
+        prepare(tmp_path / "notes.mp3", settings())
 
 
 # ---------------------------------------------------------------- bounded memory
@@ -573,17 +600,16 @@ def speech_like(seconds: float, rate: int, seed: int = RNG_SEED) -> Iterator[np.
 
 CHILD = textwrap.dedent("""
     import json, sys
-    from mimo_watchd.audio import prepare
-    from mimo_watchd.config import default_audio_settings
+    from mimo_watchd.audio import AudioParams, prepare
 
-    prepared = prepare(sys.argv[1], audio=default_audio_settings(chunk_format=sys.argv[2]))
+    prepared = prepare(sys.argv[1], AudioParams(clip_format=sys.argv[2], skip_silence=False))
     count, seconds, largest = 0, 0.0, 0
-    for chunk in prepared.iter_chunks():
-        count, seconds = count + 1, seconds + chunk.duration - chunk.overlap_before
+    for chunk in prepared.iter_clips():
+        count, seconds = count + 1, seconds + chunk.sent_seconds - chunk.overlap_before
         largest = max(largest, chunk.b64_chars)
     status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
     print(json.dumps({"chunks": count, "seconds": seconds, "largest_b64": largest,
-                      "spans": len(prepared.spans), "peak_kb": int(status)}))
+                      "clips": prepared.summary.clips, "peak_kb": int(status)}))
 """)
 
 
@@ -598,7 +624,7 @@ def test_long_recording_is_prepared_in_bounded_memory(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["chunks"] == result["spans"] >= minutes * 60 / 223
+    assert result["chunks"] == result["clips"] >= minutes
     assert result["seconds"] == pytest.approx(minutes * 60, abs=0.1)
     assert result["largest_b64"] <= 9_500_000
     assert result["peak_kb"] < 200 * 1024, result

@@ -155,3 +155,18 @@ def test_example_config_is_current_valid_and_complete(tmp_path: Path) -> None:
     load(example)
     for key in _option_keys(dict(SCHEMA)):
         assert f"{key}:" in text, key
+
+
+def test_the_example_leaves_state_dir_to_where_the_daemon_runs(tmp_path: Path) -> None:
+    """A copy of config.example.yaml leaves state_dir unset: under systemd (or in the
+    container) it is $STATE_DIRECTORY, elsewhere ./state beside the config file."""
+    import yaml
+
+    from mimo_watchd.config import parse
+
+    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    raw = yaml.safe_load(example.read_text(encoding="utf-8"))
+    assert "state_dir" not in raw
+    under_systemd = parse(raw, base=tmp_path, env={"STATE_DIRECTORY": "/var/lib/mimo-watchd"})
+    assert under_systemd.state_dir == Path("/var/lib/mimo-watchd")
+    assert parse(raw, base=tmp_path, env={}).state_dir == tmp_path / "state"

@@ -220,8 +220,9 @@ def test_file_that_kills_the_daemon_is_failed_after_max_interruptions(
         codes.append(d.wait(60))
         if codes[-1] != -signal.SIGKILL:
             break
-    # Killed when taking the file, twice; the third run fails it instead of taking it.
-    assert codes == [-signal.SIGKILL, -signal.SIGKILL, 0], (codes, d.text())
+    # Killed when taking the file, twice; the third run fails it instead of taking it (and
+    # exits 1: a file failed).
+    assert codes == [-signal.SIGKILL, -signal.SIGKILL, 1], (codes, d.text())
     assert [p.name for p in layout.failed.rglob("*.wav")] == ["poison.wav"]
     (err,) = layout.failed_errors()
     assert err["error"] == "CrashLoopError"
@@ -306,7 +307,7 @@ def test_faults_every_file_ends_somewhere(emu: Emulator, layout: Deployment) -> 
         make_audio(layout.inbox / f"x{i}.wav", i)
     layout.write_config(emu.url, max_attempts=10)
     d = DaemonProcess(layout, once=True)
-    assert d.wait(120) == 0, d.text()
+    assert d.wait(120) == 1, d.text()  # one file failed (400)
     assert not any(p.is_file() for p in layout.inbox.rglob("*"))
     assert len(layout.processed_audio()) + len(layout.failed_errors()) == 8
     errors = layout.failed_errors()
@@ -360,7 +361,7 @@ def test_bad_inputs_get_clear_outcomes(emu: Emulator, layout: Deployment, tmp_pa
         make_audio(inbox / name, i)
     layout.write_config(emu.url)
     d = DaemonProcess(layout, once=True)
-    assert d.wait(90) == 0, d.text()
+    assert d.wait(90) == 1, d.text()  # some files failed
     failed = {Path(e["source"]["original_path"]).name: e["reason"]
               for e in layout.failed_errors()}
     assert set(failed) == {"empty.wav", "text.wav", "truncated.m4a"}, failed
@@ -447,13 +448,16 @@ def test_sighup_reload_good_and_broken(emu: Emulator, layout: Deployment, tmp_pa
 
 
 def test_status_and_retry(emu: Emulator, layout: Deployment) -> None:
-    """status lists failures with reasons; retry --failed moves them back and they succeed."""
+    """run --once exits 1 when a file failed; status (not running: exit 3) lists the failure
+    where the file is now, with its reason; retry --failed moves it back and it succeeds."""
     emu.add_fault(FaultRule("421", times=1))
     make_audio(layout.inbox / "r.wav", 1100)
     layout.write_config(emu.url)
-    assert DaemonProcess(layout, once=True).wait(60) == 0
+    assert DaemonProcess(layout, once=True).wait(60) == 1
     st = run_cli(layout, "status", "-c", str(layout.config))
-    assert st.returncode == 0 and "failed: 1" in st.stdout and "421" in st.stdout
+    assert st.returncode == 3, st
+    assert "failed 1" in st.stdout and "421" in st.stdout
+    assert f"{layout.failed / 'r.wav'}: chunk 0 (0.0-" in st.stdout
     assert (layout.failed / "r.wav").exists()
     rt = run_cli(layout, "retry", "-c", str(layout.config), "--failed")
     assert rt.returncode == 0, rt.stderr
@@ -461,7 +465,7 @@ def test_status_and_retry(emu: Emulator, layout: Deployment) -> None:
     assert DaemonProcess(layout, once=True).wait(60) == 0
     assert done_texts(layout) == Counter([text_for(1100)])
     st = json.loads(run_cli(layout, "status", "-c", str(layout.config), "--json").stdout)
-    assert st["done"] == 1 and not st["running"]
+    assert st["done"] == 1 and st["failed"] == 0 and not st["running"]
 
 
 def test_refuses_output_folder_inside_watch(emu: Emulator, layout: Deployment) -> None:
@@ -479,7 +483,7 @@ def test_no_secret_in_any_output(emu: Emulator, layout: Deployment) -> None:
     make_audio(layout.inbox / "b.wav", 1)
     layout.write_config(emu.url)
     d = DaemonProcess(layout, once=True)
-    assert d.wait(60) == 0
+    assert d.wait(60) == 1  # b.wav failed (400)
     st = run_cli(layout, "status", "-c", str(layout.config), "--json")
     blobs = [d.text(), st.stdout, st.stderr]
     blobs += [p.read_text(errors="replace") for p in layout.root.rglob("*.json")]

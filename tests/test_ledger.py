@@ -50,7 +50,7 @@ def test_version_1_ledger_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None
     db = sqlite3.connect(tmp_path / "ledger.sqlite3")
     (version,) = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     db.close()
-    assert version == str(SCHEMA_VERSION) == "2"
+    assert version == str(SCHEMA_VERSION) == "3"
     upgraded = _dump(tmp_path / "ledger.sqlite3")
     SqliteLedger(tmp_path).close()
     assert _dump(tmp_path / "ledger.sqlite3") == upgraded

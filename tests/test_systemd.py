@@ -64,11 +64,14 @@ def test_unit_exposure_is_low(installable: Path) -> None:
 
 
 def test_unit_matches_the_daemon() -> None:
-    """Notify type, exit 78, the credential name and the stop timeout agree with the code."""
+    """Notify type, exit 78, the venv's program, the credential name and the stop timeout
+    agree with the code and the README."""
     d = directives(UNIT.read_text())
     assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
     assert d["RestartPreventExitStatus"] == ["78"]
-    assert d["ExecStart"][0].split()[1:] == ["run", "-c", "/etc/mimo-watchd/config.yaml"]
+    # The venv the README installs into (a venv install has no /usr/local/bin/mimo-watchd).
+    assert d["ExecStart"][0].split() == ["/opt/mimo-watchd/venv/bin/mimo-watchd", "run", "-c",
+                                         "/etc/mimo-watchd/config.yaml"]
     assert d["LoadCredential"][0].split(":")[0] == CREDENTIAL_NAME
     assert int(d["WatchdogSec"][0]) >= 10
     # systemd must wait longer than the daemon's own drain of in-flight requests.
@@ -77,8 +80,9 @@ def test_unit_matches_the_daemon() -> None:
 
 
 # What the daemon does natively, run by the sandbox tests below: PyAV/FFmpeg, numpy/OpenBLAS,
-# TLS, SQLite WAL, inotify, a file lease, moves, hook processes, the metrics HTTP server and
-# sd_notify, partly through our own modules. With "mdwe" it first turns on the kernel's W^X.
+# TLS, SQLite WAL, inotify, a file lease, moves, hook processes, the metrics HTTP server,
+# sd_notify and the instance lock (flock), partly through our own modules. With "mdwe" it first
+# turns on the kernel's W^X.
 NATIVE_STACK = r"""
 import ctypes, errno, fcntl, io, os, shutil, socket, sqlite3, ssl, sys, tempfile
 if "mdwe" in sys.argv:
@@ -138,6 +142,11 @@ with tempfile.TemporaryDirectory() as d:
     rx.close()
     with serve("127.0.0.1:0", Metrics(), lambda: (True, "")) as server:
         assert httpx.get(server.url + "/metrics").status_code == 200
+    from pathlib import Path
+    from mimo_watchd.instance import InstanceLock, holder
+    lock = InstanceLock.acquire(Path(d) / "state")
+    assert holder(Path(d) / "state") == os.getpid()
+    lock.release()
 """
 
 

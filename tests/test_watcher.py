@@ -15,7 +15,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -57,13 +56,6 @@ def riff_probe(path: Path) -> None:
             raise IncompleteAudioError(f"RIFF declares {declared} bytes, holds {size}")
 
 
-BARRIER = "zz-barrier-"  # folders Intake.quiesce moves into a watch; not the test's files
-
-
-def _is_barrier(path: Path) -> bool:
-    return any(part.startswith(BARRIER) for part in path.parts)
-
-
 class Intake:
     """A WatchSet feeding a Settler that a thread polls, wired as the daemon wires them."""
 
@@ -74,9 +66,7 @@ class Intake:
         self.settler = Settler(probe=probe, incomplete_timeout=incomplete_timeout)
         self.arrivals: list[Arrival] = []
         self.ready: list[tuple[float, Ready]] = []
-        self.barrier_arrivals: list[Arrival] = []
         self.polls = 0  # rounds of the polling thread completed
-        self._barriers = 0
         self._woken = threading.Event()
         self._stop = threading.Event()
         self.watchset = WatchSet(watches, self.sink, rescan_interval=rescan_interval)
@@ -85,14 +75,13 @@ class Intake:
 
     def sink(self, arrival: Arrival) -> None:
         self.settler.offer(arrival)
-        (self.barrier_arrivals if _is_barrier(arrival.path) else self.arrivals).append(arrival)
+        self.arrivals.append(arrival)
         self._woken.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             for ready in self.settler.poll():
-                if not _is_barrier(ready.path):
-                    self.ready.append((time.monotonic(), ready))
+                self.ready.append((time.monotonic(), ready))
             self.polls += 1
             self._woken.wait(min(self.settler.next_check_in(), 0.05))
             self._woken.clear()
@@ -132,26 +121,18 @@ class Intake:
         settler and the settler holds nothing back: from then on nothing more is handed out
         unless something new arrives.
 
-        A folder holding one file is moved into each watch. The watcher offers that file for
-        the event and again from the scan its supervisor thread makes of a folder moved in
-        ("moved" with inotify; when polling, both offers are "poll"). Events reach the sink in
-        order and the supervisor works through its queue in order, so once the scan's offer is
-        in, so is every earlier event's and scan's. Then the settler must have nothing pending
-        and the polling thread must finish the round that emptied it.
+        The watch set says so (``status()``): no watch is busy, and a polling watch has
+        completed two more rounds (the second begun after this call). Then the settler must
+        have nothing pending and the polling thread must finish the round that emptied it.
         """
-        for status in self.watchset.status():
-            self._barriers += 1
-            root = Path(status["path"])
-            staged = Path(tempfile.mkdtemp(prefix=".staged-barrier-", dir=root.parent))
-            (staged / "b.wav").write_bytes(wav(10))
-            folder = root / f"{BARRIER}{self._barriers}"
-            os.rename(staged, folder)
+        start = {w["path"]: w["polls"] for w in self.watchset.status()}
 
-            def scanned(folder: Path = folder) -> bool:
-                kinds = [a.event for a in self.barrier_arrivals if a.path.parent == folder]
-                return "moved" in kinds or kinds.count("poll") >= 2
+        def passed_on() -> bool:
+            return all(not w["busy"] and (w["mode"] == "inotify"
+                                          or w["polls"] >= start.get(w["path"], 0) + 2)
+                       for w in self.watchset.status())
 
-            wait_for(scanned, timeout, f"the watcher to scan {folder}", interval=0.01)
+        wait_for(passed_on, timeout, "the watch set to pass on what happened", interval=0.01)
         since: list[int] = []
 
         def settled() -> bool:
@@ -726,6 +707,50 @@ def test_a_failing_sink_is_logged_and_watching_goes_on(dirs: dict[str, Path]) ->
         finally:
             watchset.stop()
     assert not watchset.alive()
+
+
+def test_a_watch_is_busy_until_its_events_and_scans_are_passed_on(dirs: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """status() says a watch is busy while an event waits for the sink or a scan of a folder
+    moved in runs, and not busy once both are through; a polling watch counts its rounds."""
+    entered, release = threading.Event(), threading.Event()
+    got: list[Arrival] = []
+
+    def sink(arrival: Arrival) -> None:
+        if arrival.path.name.startswith("held"):
+            entered.set()
+            release.wait(10)
+        got.append(arrival)
+
+    polled = tmp_path / "polled"
+    polled.mkdir()
+    watchset = WatchSet([make_watch(dirs["watch"]), make_watch(polled, polling=True)], sink,
+                        rescan_interval=300)
+    watchset.start()
+    try:
+        def busy(name: str) -> bool:
+            return next(bool(w["busy"]) for w in watchset.status()
+                        if Path(w["path"]).name == name)
+
+        wait_for(lambda: not watchset.busy(), 5, "the start to be through")
+        (dirs["watch"] / "held.wav").write_bytes(b"")
+        assert entered.wait(5)
+        assert busy("watch") and watchset.busy() and not busy("polled")
+        folder = dirs["side"] / "folder"
+        folder.mkdir()
+        (folder / "inside.wav").write_bytes(b"")
+        os.rename(folder, dirs["watch"] / "folder")  # its scan waits behind the held event
+        assert busy("watch")
+        release.set()
+        wait_for(lambda: not watchset.busy(), 5, "the watch to pass everything on")
+        assert {a.path.name for a in got} >= {"held.wav", "inside.wav"}
+        polls = next(w["polls"] for w in watchset.status() if Path(w["path"]).name == "polled")
+        wait_for(lambda: next(w["polls"] for w in watchset.status()
+                              if Path(w["path"]).name == "polled") >= polls + 2, 5,
+                 "two more poll rounds")
+    finally:
+        release.set()
+        watchset.stop()
 
 
 def test_a_deleted_or_replaced_root_folder_is_watched_again(dirs: dict[str, Path]) -> None:

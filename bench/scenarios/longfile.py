@@ -21,6 +21,7 @@ from bench.report import Section, Table, fmt, ratio
 from bench.scenarios.common import Run, run_daemon_batch, run_floor, start_naive
 from mimo_watchd.audio import prepare
 from mimo_watchd.config import default_audio_settings
+from mimo_watchd.transcription import audio_params
 
 NAME = "long"
 RSS_LIMIT_MB = 200.0
@@ -35,9 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _bodies(source: Path, folder: Path) -> int:
     """Pre-encodes the chunks the daemon will send (same planner, same encoder)."""
     folder.mkdir(parents=True)
-    prepared = prepare(source, audio=default_audio_settings(), max_b64_chars=MAX_B64)
+    prepared = prepare(source, audio_params(default_audio_settings(), MAX_B64))
     n = 0
-    for chunk in prepared.iter_chunks():
+    for chunk in prepared.iter_clips():
         (folder / f"body-{chunk.index:06d}.json").write_bytes(encode_body(chunk.data, chunk.mime))
         n += 1
     return n

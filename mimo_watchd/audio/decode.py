@@ -1,4 +1,4 @@
-"""Streaming decode: any input to 16 kHz mono 16-bit samples, a block at a time.
+"""Streaming decode: any input to mono 16-bit samples at a chosen rate, a block at a time.
 
 This is one of the two places that call PyAV (``encode`` is the other); every PyAV exception
 is translated to ``AudioError`` here, naming the file, and chained with ``from exc``.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import av
 import av.error
@@ -19,9 +18,9 @@ from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
+from mimo_watchd.audio.source import Input
 from mimo_watchd.errors import AudioError, IncompleteAudioError
 
-SAMPLE_RATE = 16_000
 _BAD_PACKETS_ALLOWED = 10  # isolated corrupt packets are skipped; a stream of them is fatal
 _DEMUXER = {"gsm": "gsm"}  # raw formats without magic that FFmpeg cannot guess
 
@@ -33,26 +32,27 @@ def reason(exc: BaseException) -> str:
 
 
 @contextmanager
-def open_input(path: Path, fmt: str) -> Iterator[tuple[InputContainer, AudioStream]]:
-    """Opens ``path`` with PyAV and yields it with its first audio stream; always closes it."""
+def open_input(source: Input, fmt: str) -> Iterator[tuple[InputContainer, AudioStream]]:
+    """Opens ``source`` with PyAV and yields it with its first audio stream; always closes it."""
+    name = source.name
     try:
-        container = av.open(str(path), format=_DEMUXER.get(fmt), metadata_errors="ignore")
+        container = av.open(source.for_pyav(), format=_DEMUXER.get(fmt), metadata_errors="ignore")
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise  # not an audio problem: the file vanished or cannot be read
     except av.error.FFmpegError as exc:
-        raise AudioError(f"{path}: cannot be read as {fmt} ({reason(exc)})") from exc
+        raise AudioError(f"{name}: cannot be read as {fmt} ({reason(exc)})") from exc
     try:
         if not isinstance(container, InputContainer) or not container.streams.audio:
-            raise AudioError(f"{path}: contains no audio stream")
+            raise AudioError(f"{name}: contains no audio stream")
         stream = container.streams.audio[0]
         if stream.codec_context is None:
-            raise AudioError(f"{path}: no decoder for its audio codec")
+            raise AudioError(f"{name}: no decoder for its audio codec")
         yield container, stream
     finally:
         container.close()
 
 
-def frames(path: Path, container: InputContainer, stream: AudioStream) -> Iterator[AudioFrame]:
+def frames(name: str, container: InputContainer, stream: AudioStream) -> Iterator[AudioFrame]:
     """Decoded frames of ``stream`` in order; skips isolated corrupt packets."""
     good = bad = 0
     seconds = 0.0
@@ -63,7 +63,7 @@ def frames(path: Path, container: InputContainer, stream: AudioStream) -> Iterat
             except av.error.FFmpegError as exc:
                 bad += 1
                 if bad > _BAD_PACKETS_ALLOWED and bad > good:
-                    raise AudioError(f"{path}: undecodable ({reason(exc)})") from exc
+                    raise AudioError(f"{name}: undecodable ({reason(exc)})") from exc
                 continue
             good += 1
             for frame in decoded:
@@ -72,17 +72,19 @@ def frames(path: Path, container: InputContainer, stream: AudioStream) -> Iterat
                     yield frame
     except av.error.FFmpegError as exc:
         if not good:
-            raise AudioError(f"{path}: unreadable ({reason(exc)})") from exc
+            raise AudioError(f"{name}: unreadable ({reason(exc)})") from exc
         # Readable audio that breaks off: a raw stream (ADTS, AMR) cut inside a frame.
         raise IncompleteAudioError(
-            f"{path}: truncated: the audio breaks off after {seconds:.1f} s "
+            f"{name}: truncated: the audio breaks off after {seconds:.1f} s "
             f"({reason(exc)})") from exc
 
 
-class _Mono16k:
-    """Converts frames of any format to 16 kHz mono s16, following format changes mid-stream."""
+class _Mono:
+    """Converts frames of any format to mono s16 at ``rate``, following format changes
+    mid-stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
         self._resampler: AudioResampler | None = None
 
     def convert(self, frame: AudioFrame | None) -> Iterator[np.ndarray]:
@@ -96,7 +98,7 @@ class _Mono16k:
         if frame is None and self._resampler is None:
             return
         if self._resampler is None:
-            self._resampler = AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            self._resampler = AudioResampler(format="s16", layout="mono", rate=self._rate)
         yield from self._run(frame)
 
     def _run(self, frame: AudioFrame | None) -> Iterator[np.ndarray]:
@@ -106,24 +108,24 @@ class _Mono16k:
                 yield out.to_ndarray().reshape(-1).copy()
 
 
-def iter_pcm(path: Path, fmt: str, start: float = 0.0,
+def iter_pcm(source: Input, fmt: str, rate: int, start: float = 0.0,
              ) -> Generator[tuple[int, np.ndarray], None, None]:
-    """Yields ``(position, samples)``: 16 kHz mono int16 blocks in order, from ``start``.
+    """Yields ``(position, samples)``: mono int16 blocks at ``rate`` in order, from ``start``.
 
     Positions count samples from the first decoded sample. With ``start > 0`` the file is
     seeked and the first block is placed by its timestamp, so it may begin somewhat before
     ``start``; callers slice. Without timestamps it falls back to decoding from the beginning.
     """
-    with open_input(path, fmt) as (container, stream):
+    with open_input(source, fmt) as (container, stream):
         seeked = start > 0 and seek_to(container, stream, start)
         origin = stream.start_time or 0
         pos: int | None = None if seeked else 0
-        mono = _Mono16k()
-        for frame in frames(path, container, stream):
+        mono = _Mono(rate)
+        for frame in frames(source.name, container, stream):
             if pos is None:
                 if frame.pts is None or stream.time_base is None:
                     break
-                pos = max(0, round((frame.pts - origin) * stream.time_base * SAMPLE_RATE))
+                pos = max(0, round((frame.pts - origin) * stream.time_base * rate))
             for block in mono.convert(frame):
                 yield pos, block
                 pos += len(block)
@@ -133,7 +135,7 @@ def iter_pcm(path: Path, fmt: str, start: float = 0.0,
                 yield pos, block
                 pos += len(block)
             return
-    yield from iter_pcm(path, fmt)  # timestamps missing after the seek: start over
+    yield from iter_pcm(source, fmt, rate)  # timestamps missing after the seek: start over
 
 
 def seek_to(container: InputContainer, stream: AudioStream, start: float) -> bool:

@@ -1,8 +1,22 @@
-"""Where to cut long audio: in the longest pause near each target, else with an overlap.
+"""Where clips are cut: in the quietest pause of each clip's later half, at a skipped silence,
+or, where neither exists, at the limit with an overlap. Pure arithmetic on frames.
 
-The input is a compact level profile: the RMS level in dBFS of every 10 ms of 16 kHz audio
-(4 bytes per 10 ms: a 3-hour recording is ~1.1 M floats, 4.3 MB), measured while streaming.
-Planning itself is pure arithmetic on that array, in samples.
+``Planner`` turns the gate's decisions (``gate.SpeechGate``) into clips while the file is
+still being decoded. A clip starts at a kept frame and spans at most ``target`` frames of
+source time; the frames it sends are its kept ranges (``pieces``), so a silence left out inside
+it is not sent. Where it ends, given the frames ``[start + target // 2, start + target)``:
+
+1. a silence that is left out there: the clip ends where the last such silence begins, and the
+   next clip starts at the next kept frame (with ``end_at_gaps``, as for subtitles, *every*
+   silence left out ends a clip, wherever it lies);
+2. else the latest of the quietest pauses of at least ``min_pause`` frames there (those within
+   ``QUIET_TOLERANCE_DB`` of the quietest): the clip ends in its middle, where the next starts;
+3. else at the limit, and the next clip starts ``overlap`` frames earlier (the joiner removes
+   the repeated words).
+
+A clip is decided only once every frame up to its limit is (at the end of the file, the rest
+is one clip), so the plan depends on the levels alone, never on how they were batched.
+``halve`` re-splits one clip (the model's output was cut off) by the same rules.
 """
 
 from __future__ import annotations
@@ -11,119 +25,135 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FRAME = 160  # samples per level frame: 10 ms at 16 kHz
-MIN_PAUSE_FRAMES = 10  # a pause must last 100 ms to count (shorter dips can be inside a word)
-_FLOOR_DB = -120.0
-_BATCH = 16_000
+from mimo_watchd.audio.gate import SpeechGate
+from mimo_watchd.audio.levels import mean_db
 
-
-class LevelMeter:
-    """Accumulates the 10 ms RMS levels of a stream of int16 blocks."""
-
-    def __init__(self) -> None:
-        self._pending: list[np.ndarray] = []
-        self._pending_len = 0
-        self._levels: list[np.ndarray] = []
-        self.samples = 0
-
-    def feed(self, block: np.ndarray) -> None:
-        """Adds the next block of samples."""
-        self._pending.append(block)
-        self._pending_len += len(block)
-        self.samples += len(block)
-        if self._pending_len >= _BATCH:
-            self._flush(final=False)
-
-    def levels(self) -> np.ndarray:
-        """The level of every 10 ms frame (the last one may be shorter), as float32 dBFS."""
-        self._flush(final=True)
-        if not self._levels:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(self._levels)
-
-    def _flush(self, *, final: bool) -> None:
-        if not self._pending:
-            return
-        data = np.concatenate(self._pending)
-        whole = len(data) - len(data) % FRAME
-        rest = data[whole:]
-        if whole:
-            self._levels.append(db(data[:whole].reshape(-1, FRAME)))
-        if final and len(rest):
-            self._levels.append(db(rest.reshape(1, -1)))
-            rest = rest[:0]
-        self._pending, self._pending_len = ([rest], len(rest)) if len(rest) else ([], 0)
-
-
-def db(frames: np.ndarray) -> np.ndarray:
-    """RMS level in dBFS (full scale = 1.0) of each row of int16 samples."""
-    x = frames.astype(np.float32) / 32768.0
-    power = np.mean(x * x, axis=1)
-    levels: np.ndarray = (10.0 * np.log10(np.maximum(power, 10 ** (_FLOOR_DB / 10)))).astype(
-        np.float32)
-    return levels
+# Pauses this close to the quietest count as equally quiet: on a noisy line the level of a
+# pause varies by a dB or two at random, which must not decide where clips end.
+QUIET_TOLERANCE_DB = 3.0
 
 
 @dataclass(frozen=True)
 class Cut:
-    """A planned chunk in samples; ``overlap`` samples repeat the end of the previous chunk."""
+    """A planned clip in frames: the kept ranges it sends, in order, and the frames at its
+    start that repeat the end of the previous clip."""
 
-    start: int
-    end: int
+    pieces: tuple[tuple[int, int], ...]
     overlap: int
+    silence_db: float  # the silence level its frames were judged by
 
 
-def best_pause(levels: np.ndarray, lo: int, hi: int, threshold_db: float) -> int | None:
-    """The middle (in samples) of the best pause among frames ``[lo, hi)``, or None.
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The ``[start, end)`` ranges where ``mask`` is true."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return [(int(a), int(b)) for a, b in zip(edges[0::2], edges[1::2], strict=True)]
 
-    Best means longest; among equally long pauses the quietest, then the latest.
+
+def quiet_pauses(sound: np.ndarray, levels: np.ndarray, min_pause: int) -> list[tuple[int, int]]:
+    """The runs of at least ``min_pause`` silent frames whose level is within
+    ``QUIET_TOLERANCE_DB`` of the quietest such run."""
+    pauses = [(a, b) for a, b in runs(~sound) if b - a >= max(min_pause, 1)]
+    if not pauses:
+        return []
+    quiet = [mean_db(levels[a:b]) for a, b in pauses]
+    return [p for p, q in zip(pauses, quiet, strict=True) if q <= min(quiet) + QUIET_TOLERANCE_DB]
+
+
+class Planner:
+    """Cuts clips of at most ``target`` frames as the gate decides frames (see the module doc)."""
+
+    def __init__(self, gate: SpeechGate, *, target: int, overlap: int, min_pause: int,
+                 end_at_gaps: bool) -> None:
+        if target < 4:
+            raise ValueError("clips would be shorter than 40 ms")
+        self.gate = gate
+        self.target = target
+        self.overlap = min(overlap, target // 4)
+        self.min_pause = min_pause
+        self.end_at_gaps = end_at_gaps
+        self.next = 0  # the next clip starts at the first kept frame from here
+        self._overlap = 0
+
+    def feed(self, levels: np.ndarray) -> list[Cut]:
+        """Adds the levels of the next frames; returns the clips that are now decided."""
+        self.gate.feed(levels)
+        return self._plan(final=False)
+
+    def finish(self) -> list[Cut]:
+        """The input ended: returns the remaining clips."""
+        self.gate.finish()
+        return self._plan(final=True)
+
+    def _plan(self, *, final: bool) -> list[Cut]:
+        gate = self.gate
+        cuts: list[Cut] = []
+        while True:
+            known = gate.known
+            kept = np.flatnonzero(gate.keep.get(self.next, known))
+            if not len(kept):
+                self._move(known)
+                return cuts
+            start = self.next + int(kept[0])
+            self._move(start)
+            limit = start + self.target
+            keep = gate.keep.get(start, known)
+            end, resume = self._end(start, limit, keep, final=final)
+            if end is None:
+                return cuts
+            pieces = tuple((start + a, start + b) for a, b in runs(keep[: end - start]))
+            cuts.append(Cut(pieces, self._overlap,
+                            float(gate.silence_level.get(end - 1, end)[0])))
+            self._overlap = max(0, end - resume)
+            self._move(resume)
+
+    def _end(self, start: int, limit: int, keep: np.ndarray, *,
+             final: bool) -> tuple[int | None, int]:
+        """Where the clip from ``start`` ends and where the next one resumes (None: not yet
+        decided; ``keep`` holds the decisions from ``start`` on)."""
+        if self.end_at_gaps:
+            gaps = np.flatnonzero(~keep[: limit - start])
+            if len(gaps):
+                return start + int(gaps[0]), start + int(gaps[0])
+        known = start + len(keep)
+        if known <= limit:
+            if not final:
+                return None, start
+            return start + int(np.flatnonzero(keep)[-1]) + 1, known
+        lo = start + self.target // 2
+        gaps = np.flatnonzero(~keep[lo - start : limit - start])
+        if len(gaps):
+            end = start + int(np.flatnonzero(keep[: lo - start + int(gaps[-1])])[-1]) + 1
+            return end, end
+        pauses = quiet_pauses(self.gate.sound.get(lo, limit), self.gate.levels.get(lo, limit),
+                              self.min_pause)
+        if pauses:
+            a, b = pauses[-1]  # the latest: clips as long as allowed, so fewer of them
+            return lo + (a + b) // 2, lo + (a + b) // 2
+        return limit, limit - self.overlap
+
+    def _move(self, frame: int) -> None:
+        """The next clip starts at ``frame`` or later: frames before it are no longer needed."""
+        self.next = frame
+        self.gate.release(frame)
+
+def halve(levels: np.ndarray, joins: list[int], *, silence_db: float, min_pause: int,
+          overlap: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Two halves ``(start, end, overlap)`` of a clip's ``len(levels)`` sent frames.
+
+    The cut goes where one of its kept ranges ends (``joins``: frames where a left-out silence
+    was) nearest the middle, else in the quiet pause nearest the middle within its middle
+    third, else at the middle with ``overlap`` frames repeated.
     """
-    lo, hi = max(lo, 0), min(hi, len(levels))
-    if hi - lo < MIN_PAUSE_FRAMES:
-        return None
-    window = levels[lo:hi]
-    silent = np.concatenate(([0], (window < threshold_db).astype(np.int8), [0]))
-    edges = np.flatnonzero(np.diff(silent))
-    starts, ends = edges[0::2], edges[1::2]
-    keep = ends - starts >= MIN_PAUSE_FRAMES
-    if not keep.any():
-        return None
-    best = max(zip(starts[keep], ends[keep], strict=True),
-               key=lambda r: (r[1] - r[0], -float(window[r[0] : r[1]].mean()), r[0]))
-    return (lo + (int(best[0]) + int(best[1])) // 2) * FRAME
-
-
-def plan(levels: np.ndarray, total: int, *, target: int, search: int, overlap: int,
-         threshold_db: float) -> list[Cut]:
-    """Cuts ``total`` samples into chunks of at most ``target`` samples.
-
-    Each cut goes into the best pause within ``search`` samples before the target; where there
-    is none, the cut falls at the target and the next chunk starts ``overlap`` samples earlier.
-    """
-    if target < 4 * FRAME:
-        raise ValueError("chunks would be shorter than 40 ms")
-    overlap = min(overlap, target // 4)
-    search = min(search, target // 2)
-    cuts: list[Cut] = []
-    start, ov = 0, 0
-    while total - start > target:
-        aim = start + target
-        at = best_pause(levels, -(-(aim - search) // FRAME), aim // FRAME, threshold_db)
-        if at is not None and at > start:
-            cuts.append(Cut(start, at, ov))
-            start, ov = at, 0
-        else:
-            cuts.append(Cut(start, aim, ov))
-            start, ov = aim - overlap, overlap
-    cuts.append(Cut(start, total, ov))
-    return cuts
-
-
-def split(levels: np.ndarray, total: int, *, overlap: int, threshold_db: float) -> list[Cut]:
-    """Two halves of a range of ``total`` samples, cut in a pause in its middle third if any."""
-    third = total // 3
-    at = best_pause(levels, -(-third // FRAME), (total - third) // FRAME, threshold_db)
-    if at is not None:
-        return [Cut(0, at, 0), Cut(at, total, 0)]
-    mid, overlap = total // 2, min(overlap, total // 4)
-    return [Cut(0, mid, 0), Cut(mid - overlap, total, overlap)]
+    n = len(levels)
+    lo, hi = n // 3, n - n // 3
+    inside = [j for j in joins if lo <= j < hi]
+    if inside:
+        at = min(inside, key=lambda j: (abs(2 * j - n), j))
+        return (0, at, 0), (at, n, 0)
+    pauses = quiet_pauses(levels[lo:hi] > silence_db, levels[lo:hi], min_pause)
+    if pauses:
+        a, b = min(pauses, key=lambda r: (abs(2 * lo + r[0] + r[1] - n), r[0]))
+        at = lo + (a + b) // 2
+        return (0, at, 0), (at, n, 0)
+    mid, overlap = n // 2, min(overlap, n // 4)
+    return (0, mid, 0), (mid - overlap, n, overlap)

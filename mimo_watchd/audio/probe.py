@@ -16,10 +16,8 @@ Cost, by design cheap enough to run on every arrival:
 
 from __future__ import annotations
 
-import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 from av.audio.stream import AudioStream
 from av.container import InputContainer
@@ -27,6 +25,7 @@ from av.container import InputContainer
 from mimo_watchd.audio import integrity
 from mimo_watchd.audio.decode import frames, open_input, seek_to
 from mimo_watchd.audio.sniff import HEAD_BYTES, describe, sniff
+from mimo_watchd.audio.source import Input, Source
 from mimo_watchd.errors import AudioError, IncompleteAudioError
 
 FULL_DECODE_SECONDS = 300.0
@@ -41,7 +40,7 @@ _UNSUPPORTED = {"silk": "SILK voice (WeChat/QQ), which FFmpeg cannot decode"}
 class AudioInfo:
     """What probing found: the container (sniffed from the bytes), codec and length."""
 
-    path: Path
+    name: str  # the path, or the display name of an opened file (for messages)
     format: str  # container sniffed from the bytes: wav, mp3, m4a, mp4, ogg, opus, flac, ...
     codec: str  # e.g. pcm_s16le, mp3, aac, opus, flac, amr_nb, gsm
     duration_seconds: float
@@ -50,20 +49,22 @@ class AudioInfo:
     size: int  # bytes
 
 
-def probe(path: str | os.PathLike[str]) -> AudioInfo:
-    """Identifies and checks an audio file.
+def probe(source: Source | Input, name: str | None = None) -> AudioInfo:
+    """Identifies and checks an audio file: a path, or an opened file (``name`` for messages)
+    that is read through its descriptor, never reopened by name.
 
     Raises ``AudioError`` (naming the file) when it is empty, not audio, has no audio stream
     or cannot be decoded, and ``IncompleteAudioError`` when it looks unfinished (truncated or
     still being written). ``OSError`` if the file vanished or cannot be read.
     """
-    p = Path(path)
-    st = p.stat()
+    inp = Input.of(source, name)
+    p = inp.name
+    st = inp.stat()
     if not stat.S_ISREG(st.st_mode):
         raise AudioError(f"{p}: not a regular file")
     if st.st_size == 0:
         raise AudioError(f"{p}: empty file (0 bytes)")
-    with p.open("rb") as f:
+    with inp.binary() as f:
         fmt = sniff(f, st.st_size)
         if fmt is None:
             f.seek(0)
@@ -73,7 +74,7 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
         structure = integrity.check(f, fmt, st.st_size)
     if structure.incomplete:
         raise IncompleteAudioError(f"{p}: {structure.incomplete}")
-    with open_input(p, fmt) as (container, stream):
+    with open_input(inp, fmt) as (container, stream):
         declared = structure.duration
         if declared is None and container.duration is not None and container.duration > 0:
             declared = container.duration / 1_000_000
@@ -91,11 +92,11 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
             if structure.declares_length and fmt in _SEEK_FORMATS_EXACT:
                 _check_tail(p, container, stream, declared)
             duration = declared
-    return AudioInfo(path=p, format=fmt, codec=codec, duration_seconds=duration,
+    return AudioInfo(name=p, format=fmt, codec=codec, duration_seconds=duration,
                      sample_rate=rate, channels=channels, size=st.st_size)
 
 
-def _decode_all(p: Path, container: InputContainer, stream: AudioStream) -> tuple[float, int, int]:
+def _decode_all(p: str, container: InputContainer, stream: AudioStream) -> tuple[float, int, int]:
     """Decodes everything; returns (seconds, sample rate, channels) as actually decoded."""
     seconds, rate, channels = 0.0, 0, 0
     for frame in frames(p, container, stream):
@@ -106,14 +107,14 @@ def _decode_all(p: Path, container: InputContainer, stream: AudioStream) -> tupl
     return seconds, rate, channels
 
 
-def _check_length(p: Path, measured: float, declared: float | None) -> None:
+def _check_length(p: str, measured: float, declared: float | None) -> None:
     if declared is not None and measured < declared - max(0.25, 0.01 * declared):
         raise IncompleteAudioError(
             f"{p}: truncated: decodes to {measured:.2f} s of the {declared:.2f} s its header "
             "declares")
 
 
-def _decode_head(p: Path, container: InputContainer, stream: AudioStream) -> None:
+def _decode_head(p: str, container: InputContainer, stream: AudioStream) -> None:
     seconds = 0.0
     for frame in frames(p, container, stream):
         seconds += frame.samples / frame.sample_rate
@@ -123,7 +124,7 @@ def _decode_head(p: Path, container: InputContainer, stream: AudioStream) -> Non
         raise AudioError(f"{p}: no audio could be decoded")
 
 
-def _check_tail(p: Path, container: InputContainer, stream: AudioStream, declared: float) -> None:
+def _check_tail(p: str, container: InputContainer, stream: AudioStream, declared: float) -> None:
     """Seeks to the last seconds and checks that audio reaches the declared end."""
     if not seek_to(container, stream, max(0.0, declared - TAIL_SECONDS)) or not stream.time_base:
         return

@@ -7,6 +7,7 @@ daemon's start all call it through :func:`require_consistent`.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from mimo_watchd.config.settings import Settings, WatchSettings
@@ -69,6 +70,29 @@ def outputs_inside_watches(watches: tuple[WatchSettings, ...]) -> list[str]:
                         f"watches[{j}].{key}: {folder}{via} lies inside the watched folder "
                         f"watches[{i}].path ({w.path}); move it out or exclude it "
                         f"(e.g. exclude: ['{target.relative_to(root).as_posix()}/**'])")
+    return found
+
+
+def hook_problems(settings: Settings) -> list[str]:
+    """Hook commands whose program is missing or not executable, as ``path: message``.
+
+    ``check`` refuses them; the daemon only warns at start and reload (a hook never stops the
+    real work, and its program may live on a share that is mounted later)."""
+    found: list[str] = []
+    for i, w in enumerate(settings.watches):
+        for hook in ("on_success", "on_failure"):
+            h = getattr(w, hook)
+            if h is None or not h.command:
+                continue
+            program = h.command[0]
+            if "/" in program:
+                if not os.path.isfile(program):
+                    found.append(f"watches[{i}].{hook}.command: {program} does not exist")
+                elif not os.access(program, os.X_OK):
+                    found.append(f"watches[{i}].{hook}.command: {program} is not executable")
+            elif shutil.which(program) is None:
+                found.append(f"watches[{i}].{hook}.command: {program} is not found on PATH "
+                             f"({os.environ.get('PATH', '')})")
     return found
 
 

@@ -38,6 +38,7 @@ class Details:
     minimum: float | None = None
     maximum: float | None = None
     check: Callable[[Any], object] | None = None  # raises ValueError for a bad value
+    unset_in_example: bool = False  # the example shows it commented out (see ``option``)
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,21 @@ class Opt:
     example: Any = None  # a value worth showing: the default unless one is given
     section: type | None = None  # the settings class of a section or list of sections
     check: Callable[[Any], object] | None = None
+    unset_in_example: bool = False
 
 
 def option(*, default: Any = dataclasses.MISSING, help: str, example: Any = _NO_EXAMPLE,
            choices: tuple[str, ...] = (), minimum: float | None = None,
-           maximum: float | None = None, check: Callable[[Any], object] | None = None) -> Any:
+           maximum: float | None = None, check: Callable[[Any], object] | None = None,
+           unset_in_example: bool = False) -> Any:
     """A field that is an option; without ``default`` the option is required.
 
     Required and nullable options need an ``example`` (shown in ``config.example.yaml``);
-    the others show their default.
+    the others show their default. ``unset_in_example``: the example shows the option
+    commented out, for one whose value when unset depends on where the daemon runs (a copy
+    of the example must not pin it).
     """
-    details = Details(help, example, choices, minimum, maximum, check)
+    details = Details(help, example, choices, minimum, maximum, check, unset_in_example)
     return dataclasses.field(default=default, metadata={OPTION: details})
 
 
@@ -114,7 +119,8 @@ def _opt(f: dataclasses.Field[Any], hint: Any) -> Opt:
     return Opt(kind=kind, default=default, help=details.help, choices=details.choices,
                minimum=details.minimum, maximum=details.maximum, required=required,
                nullable=nullable, children=options(sect) if sect is not None else {},
-               example=example, section=sect, check=details.check)
+               example=example, section=sect, check=details.check,
+               unset_in_example=details.unset_in_example)
 
 
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:

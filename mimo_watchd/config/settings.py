@@ -199,9 +199,10 @@ class Settings:
     audio: AudioSettings = section(
         default_factory=AudioSettings, help="audio preparation and splitting of long recordings")
     state_dir: Path = option(
-        default=Path("state"),
-        help="folder for the ledger (SQLite) and runtime files; when unset, systemd's "
-        "$STATE_DIRECTORY if set, else ./state")
+        default=Path("state"), unset_in_example=True,
+        help="folder for the ledger (SQLite), the status file and the instance lock; when "
+        "unset: $STATE_DIRECTORY if set (systemd's StateDirectory=, the container's /data), "
+        "else ./state beside this file")
     on_duplicate: str = option(
         default="reuse", choices=("reuse", "transcribe", "skip"),
         help="same content seen again: reuse the earlier transcript, transcribe again, or skip "

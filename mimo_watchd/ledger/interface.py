@@ -7,9 +7,11 @@ nor a re-queue pays for the same audio twice. Where a job's outputs go (``plan``
 are recorded *before* they are written, so recovery after a crash finishes the same placement.
 
 Every implementation raises :class:`~mimo_watchd.errors.LedgerError` for a failure of its
-storage, and nothing else of its driver's. A ledger shared by a fleet (PostgreSQL) also
-raises :class:`~mimo_watchd.errors.LeaseLostError` from the calls on a claimed job once this
-process no longer holds (or cannot show it holds) that job's claim.
+storage, and nothing else of its driver's: ``LedgerFullError`` when there is no space left for
+a write, ``LedgerLostError`` when the storage is corrupt or was deleted or replaced. A ledger
+shared by a fleet (PostgreSQL) also raises :class:`~mimo_watchd.errors.LeaseLostError` from the
+calls on a claimed job once this process no longer holds (or cannot show it holds) that job's
+claim.
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ class Ledger(Protocol):
 
     def requeue(self, job_id: int, *, delay: float = 0.0, error: str | None = None,
                 refund_attempt: bool = False) -> None:
-        """Back to QUEUED, due after ``delay``; ``refund_attempt`` for pauses."""
+        """Back to QUEUED, due after ``delay``; ``refund_attempt`` for pauses.
+
+        The wait never lasts longer than ``delay``, whatever the wall clock does meanwhile."""
 
     def set_plan(self, job_id: int, plan: dict[str, Any], result: dict[str, Any]) -> None:
         """Records, durably, where the outputs will go and what they hold, before writing."""
@@ -122,8 +126,12 @@ class Ledger(Protocol):
     def counts(self) -> dict[str, int]:
         """Jobs per state (every state present)."""
 
+    def failed_files(self) -> int:
+        """Files now in a failed folder: failed jobs not moved back by ``retry`` since (a file
+        that failed, was retried and failed again counts once)."""
+
     def recent_failures(self, limit: int = 10) -> list[Job]:
-        """The latest FAILED jobs, newest first."""
+        """The latest of those files' jobs, newest first."""
 
     def jobs(self, state: State | None = None) -> list[Job]:
         """Every job (in this state), oldest first."""
@@ -136,6 +144,11 @@ class Ledger(Protocol):
                        key: Secret) -> RateLimiter | None:
         """The rate limiter every process of ``key``'s account shares through this ledger
         (None: one host, each client limits itself)."""
+
+    # --- health
+    def verify(self) -> None:
+        """Raises LedgerLostError when the storage was deleted or replaced since it was opened
+        (whatever is written then would be lost)."""
 
     def close(self) -> None:
         """Releases the storage; the ledger is unusable afterwards."""

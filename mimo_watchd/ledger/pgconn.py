@@ -3,8 +3,9 @@
 One connection, one lock, short transactions in autocommit mode (each ``tx`` is one
 transaction); a connection that failed is dropped and made again at the next call. Here and
 nowhere else a ``psycopg`` error of the ledger's own connection becomes a ``LedgerError``
-(its message redacted: the DSN is a secret), or, for a call on a job this process holds, a lost
-connection becomes ``LeaseLostError`` (the process cannot show it still holds the job).
+(its message redacted: the DSN is a secret; ``LedgerFullError`` when the database's disk is
+full), or, for a call on a job this process holds, a lost connection becomes
+``LeaseLostError`` (the process cannot show it still holds the job).
 Paths are stored as the bytes the file system gave (``bytea``): names that are not UTF-8 too.
 """
 
@@ -22,7 +23,7 @@ from psycopg import conninfo
 from psycopg.rows import dict_row
 
 from mimo_watchd.config import Secret, redact
-from mimo_watchd.errors import LeaseLostError, LedgerError
+from mimo_watchd.errors import LeaseLostError, LedgerError, LedgerFullError
 from mimo_watchd.ledger.interface import Job, State
 
 Cursor = psycopg.Cursor[dict[str, Any]]
@@ -105,6 +106,8 @@ class PgConnection:
                     self._db.close()
                     self._db = None
                 reason = redact(f"{type(exc).__name__}: {exc}".strip())
+                if isinstance(exc, psycopg.errors.DiskFull):
+                    raise LedgerFullError(f"the fleet's database is full ({reason})") from exc
                 if on_lost is not None and broken:
                     on_lost()
                     raise LeaseLostError(f"the fleet ledger cannot be reached to show this "

@@ -46,6 +46,9 @@ from mimo_watchd.ledger.pglimit import SharedRateLimiter, account_of
 from mimo_watchd.ledger.pgschema import NOW, NewerSchemaError, migrate
 
 _ACTIVE = "state IN ('QUEUED', 'PROCESSING')"
+# A file that sits in a failed folder now: failed, and neither moved back by `retry` since nor
+# gone before it was taken (as the SQLite ledger counts them).
+_FAILED_FILE = "state = 'FAILED' AND outcome = 'failed'"
 # A held job's row, under this process's claim that has not expired (the fence check).
 _FENCED = ("id = %(id)s AND owner = %(me)s AND fence = %(fence)s AND EXISTS (SELECT 1 FROM "
            "mw_claims c WHERE c.sha256 = mw_jobs.sha256 AND c.owner = %(me)s AND c.fence = "
@@ -433,16 +436,25 @@ class PostgresLedger:
             "GROUP BY state")}
         return {s.value: found.get(s.value, 0) for s in State}
 
+    def failed_files(self) -> int:
+        (row,) = self._rows(f"SELECT count(*) AS n FROM mw_jobs WHERE {_FAILED_FILE} AND "
+                            "%(host)s = ANY(seen_by)")
+        return int(row["n"])
+
     def recent_failures(self, limit: int = 10) -> list[Job]:
         return [job_of(r) for r in self._rows(
-            "SELECT * FROM mw_jobs WHERE state = 'FAILED' AND %(host)s = ANY(seen_by) "
-            "ORDER BY updated_at DESC LIMIT %(limit)s", {"limit": limit})]
+            f"SELECT * FROM mw_jobs WHERE {_FAILED_FILE} AND %(host)s = ANY(seen_by) "
+            "ORDER BY updated_at DESC, id DESC LIMIT %(limit)s", {"limit": limit})]
 
     def jobs(self, state: State | None = None) -> list[Job]:
         which = "" if state is None else " AND state = %(state)s"
         return [job_of(r) for r in self._rows(
             f"SELECT * FROM mw_jobs WHERE %(host)s = ANY(seen_by){which} ORDER BY id",
             {"state": str(state) if state else None})]
+
+    def verify(self) -> None:
+        """A database is no file that can be deleted or swapped under the daemon; a lost
+        connection is reported by the next call."""
 
     def shared_limiter(self, requests_per_minute: int, tokens_per_minute: int,
                        key: Secret) -> SharedRateLimiter:

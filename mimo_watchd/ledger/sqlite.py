@@ -3,11 +3,18 @@
 Transactions are short; journaled responses and recorded plans commit with synchronous=FULL
 (they must survive a power cut), everything else with NORMAL (it survives a killed process).
 ``sqlite3`` errors are translated into ``LedgerError`` here, at the ledger's boundary, and
-nowhere else.
+nowhere else: no space left becomes ``LedgerFullError``, a file that is no (whole) database
+``LedgerLostError``.
+
+A ledger that exists is never created afresh: a new one is built under a temporary name and
+linked into place whole, so an empty (0-byte) ledger file is never a ledger that was just
+being made but one that was damaged, and it is refused like a corrupt one. Wait times are
+kept with the delay they were meant to last, so a wall clock stepped back never stretches one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -17,13 +24,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from mimo_watchd.config import Secret
-from mimo_watchd.errors import LedgerError
+from mimo_watchd.errors import LedgerError, LedgerFullError, LedgerLostError
 from mimo_watchd.ledger.interface import Job, State
 from mimo_watchd.ratelimit import RateLimiter
 
-SCHEMA_VERSION = 2  # 2: jobs.interruptions
+LEDGER_FILE = "ledger.sqlite3"
+SCHEMA_VERSION = 3  # 2: jobs.interruptions; 3: jobs.retry_delay
+_RECOVERY = ("stop every mimo-watchd using it, move it aside and see README, 'Recovering the "
+             "ledger'")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -36,6 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     interruptions INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
+    retry_delay REAL NOT NULL DEFAULT 0,
     last_error TEXT,
     error_json TEXT,
     arrived_at TEXT,
@@ -60,6 +72,12 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# A queued job is due when its time has come, or when the wait left is longer than the delay it
+# was meant to last: the wall clock was stepped back meanwhile (arguments: now, now).
+_DUE = "(next_attempt_at<=? OR next_attempt_at-?>retry_delay) "
+# A file that sits in a failed folder now: failed, and neither moved back by `retry` since nor
+# gone before it was taken.
+_FAILED_FILE = "state='FAILED' AND outcome='failed'"
 
 
 def _text(value: str | None) -> str | bytes | None:
@@ -90,7 +108,9 @@ def _job(row: sqlite3.Row) -> Job:
     return Job(
         id=row["id"], watch=_str(row["watch"]), path=_str(row["path"]), size=row["size"],
         mtime_ns=row["mtime_ns"], sha256=row["sha256"], state=State(row["state"]),
-        attempts=row["attempts"], interruptions=row["interruptions"],
+        attempts=row["attempts"],
+        # (a reader may open a ledger an older version wrote, before a daemon upgrades it)
+        interruptions=row["interruptions"] if "interruptions" in row.keys() else 0,  # noqa: SIM118
         next_attempt_at=row["next_attempt_at"],
         last_error=_str(row["last_error"]), arrived_at=row["arrived_at"],
         plan=json.loads(row["plan_json"]) if row["plan_json"] else None,
@@ -102,14 +122,40 @@ def _job(row: sqlite3.Row) -> Job:
 class SqliteLedger:
     """The ``Ledger`` on SQLite (thread-safe: one connection, one lock, short transactions)."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "ledger.sqlite3"
+    def __init__(self, state_dir: Path, *, readonly: bool = False,
+                 thorough: bool = False) -> None:
+        """Opens ``state_dir``'s ledger, making a new one there if there is none (unless
+        ``readonly``: then it must exist, and nothing is written, not even a WAL index).
+        ``thorough`` reads every page first (``quick_check``), so that a truncated ledger is
+        refused at start rather than found out mid-job."""
+        self.path = state_dir / LEDGER_FILE
         self._lock = threading.RLock()
-        state_dir.mkdir(parents=True, exist_ok=True)
         with self._translated():
-            self._db = sqlite3.connect(self.path, check_same_thread=False,
-                                       isolation_level=None, timeout=30.0)
+            if not readonly and not self.path.exists():
+                self._create()
+            st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
+        if st.st_size == 0:
+            raise LedgerLostError(f"ledger {self.path} is empty (0 bytes): it was damaged, and "
+                                  f"is not made afresh over what it knew; {_RECOVERY}")
+        with self._translated():
+            self._db = self._connect(readonly)
+        try:
+            self._prepare(readonly, thorough)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _prepare(self, readonly: bool, thorough: bool) -> None:
+        with self._translated():
             self._db.row_factory = sqlite3.Row
+            if thorough:
+                problems = [r[0] for r in self._db.execute("PRAGMA quick_check")]
+                if problems != ["ok"]:
+                    raise LedgerLostError(f"ledger {self.path} is corrupt ({problems[0]}): it "
+                                          f"is not made afresh over what it knew; {_RECOVERY}")
+            if readonly:
+                return
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL survives a killed process (the WAL is in the OS cache); journaled responses
             # additionally commit with FULL so they survive a power cut too.
@@ -118,13 +164,86 @@ class SqliteLedger:
             self._db.executescript(_SCHEMA)
         self._migrate()
 
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if not readonly:
+            return sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=30.0)
+        # Without a WAL (no daemon, stopped cleanly) the file is all there is: read it as it
+        # is, creating no WAL or index file beside it; with one, read through it.
+        wal = self.path.with_name(self.path.name + "-wal").exists()
+        uri = f"file:{quote(str(self.path))}?mode=ro" + ("" if wal else "&immutable=1")
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None,
+                               timeout=30.0)
+
+    def _create(self) -> None:
+        """Builds a new ledger under a temporary name and links it into place whole."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.new-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
+                           (str(SCHEMA_VERSION),))
+            finally:
+                db.close()  # checkpoints: everything is in the file itself now
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileExistsError):  # made meanwhile: that one counts
+                os.link(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     @contextmanager
     def _translated(self) -> Iterator[None]:
-        """The boundary: a ``sqlite3.Error`` inside becomes a ``LedgerError``."""
+        """The boundary: a ``sqlite3.Error`` (or the file system's refusal while the ledger is
+        made) inside becomes a ``LedgerError``."""
         try:
             yield
         except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: {type(exc).__name__}: {exc}") from exc
+            raise self._error(exc) from exc
+        except OSError as exc:
+            if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+                raise LedgerFullError(self._full(exc.strerror or str(exc))) from exc
+            raise LedgerError(f"ledger {self.path}: {exc.strerror or exc}") from exc
+
+    def _error(self, exc: sqlite3.Error) -> LedgerError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        if primary == sqlite3.SQLITE_FULL:
+            return LedgerFullError(self._full(str(exc)))
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return LedgerLostError(f"ledger {self.path} is corrupt ({exc}): it is not made "
+                                   f"afresh over what it knew; {_RECOVERY}")
+        return LedgerError(f"ledger {self.path}: {type(exc).__name__}: {exc}")
+
+    def _full(self, detail: str) -> str:
+        return (f"the state folder {self.path.parent} is full ({detail}): the ledger cannot be "
+                "written; free some space there")
+
+    def verify(self) -> None:
+        """See ``Ledger.verify``: the file is still the one opened."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise LedgerLostError(f"ledger {self.path} was deleted while in use: carrying on "
+                                  "without it would pay again for files already done; "
+                                  f"restore it from a backup, or {_RECOVERY}") from None
+        except OSError as exc:
+            raise LedgerError(f"ledger {self.path}: {exc.strerror or exc}") from exc
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise LedgerLostError(f"ledger {self.path} was replaced by another file while in "
+                                  "use; restart the daemon to use the new one")
 
     def _migrate(self) -> None:
         """Brings a ledger written by an older version up to ``SCHEMA_VERSION``."""
@@ -133,6 +252,10 @@ class SqliteLedger:
             if "interruptions" not in columns:  # version 1
                 db.execute("ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL "
                            "DEFAULT 0")
+            if "retry_delay" not in columns:  # versions 1 and 2
+                db.execute("ALTER TABLE jobs ADD COLUMN retry_delay REAL NOT NULL DEFAULT 0")
+                db.execute("UPDATE jobs SET retry_delay=MAX(0, next_attempt_at-updated_at) "
+                           "WHERE state='QUEUED'")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
 
@@ -148,11 +271,14 @@ class SqliteLedger:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
                 self._db.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT (no space for the WAL): an open transaction would
+                # refuse every later one, even once space is back.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
             finally:
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
@@ -226,8 +352,8 @@ class SqliteLedger:
             if running["n"] and running["worst"] > 0:
                 return None  # a suspect runs alone
             row = db.execute("SELECT id, interruptions FROM jobs WHERE state='QUEUED' AND "
-                             "next_attempt_at<=? " + busy + "ORDER BY next_attempt_at, id "
-                             "LIMIT 1", (now,)).fetchone()
+                             + _DUE + busy + "ORDER BY next_attempt_at, id LIMIT 1",
+                             (now, now)).fetchone()
             if row is None or (row["interruptions"] > 0 and running["n"]):
                 return None  # (a suspect is next: let the others finish first)
             db.execute("UPDATE jobs SET state='PROCESSING', attempts=attempts+1, updated_at=? "
@@ -244,7 +370,9 @@ class SqliteLedger:
 
     def next_due_in(self, now: float | None = None) -> float | None:
         now = time.time() if now is None else now
-        (row,) = self._rows("SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state='QUEUED'")
+        (row,) = self._rows("SELECT MIN(CASE WHEN next_attempt_at-?>retry_delay THEN ? ELSE "
+                            "next_attempt_at END) AS t FROM jobs WHERE state='QUEUED'",
+                            (now, now))
         if row["t"] is None:
             return None
         return max(0.0, float(row["t"]) - now)
@@ -253,9 +381,10 @@ class SqliteLedger:
                 refund_attempt: bool = False) -> None:
         now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, last_error=?, "
-                       "attempts=MAX(0, attempts-?), updated_at=? WHERE id=?",
-                       (now + delay, _text(error), 1 if refund_attempt else 0, now, job_id))
+            db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, retry_delay=?, "
+                       "last_error=?, attempts=MAX(0, attempts-?), updated_at=? WHERE id=?",
+                       (now + delay, delay, _text(error), 1 if refund_attempt else 0, now,
+                        job_id))
 
     def ensure_held(self, job_id: int, seconds: float = 0.0) -> None:
         """One daemon owns this ledger (the state folder's lock): its jobs stay its own."""
@@ -287,7 +416,7 @@ class SqliteLedger:
         """
         now = time.time()
         with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, "
+            cur = db.execute("UPDATE jobs SET state='QUEUED', next_attempt_at=?, retry_delay=0, "
                              "attempts=MAX(0, attempts-1), interruptions=interruptions+?, "
                              "updated_at=? WHERE state='PROCESSING'",
                              (now, 1 if unclean else 0, now))
@@ -295,7 +424,7 @@ class SqliteLedger:
 
     def reset_retry_times(self) -> None:
         with self._tx() as db:
-            db.execute("UPDATE jobs SET next_attempt_at=0 WHERE state='QUEUED'")
+            db.execute("UPDATE jobs SET next_attempt_at=0, retry_delay=0 WHERE state='QUEUED'")
 
     # --- the journal --------------------------------------------------------------------
 
@@ -325,9 +454,14 @@ class SqliteLedger:
                  for r in self._rows("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
         return {s.value: found.get(s.value, 0) for s in State}
 
+    def failed_files(self) -> int:
+        (row,) = self._rows("SELECT COUNT(*) AS n FROM jobs WHERE " + _FAILED_FILE)
+        return int(row["n"])
+
     def recent_failures(self, limit: int = 10) -> list[Job]:
-        return [_job(r) for r in self._rows("SELECT * FROM jobs WHERE state='FAILED' "
-                                            "ORDER BY updated_at DESC LIMIT ?", (limit,))]
+        return [_job(r) for r in self._rows("SELECT * FROM jobs WHERE " + _FAILED_FILE +
+                                            " ORDER BY updated_at DESC, id DESC LIMIT ?",
+                                            (limit,))]
 
     def jobs(self, state: State | None = None) -> list[Job]:
         sql, args = "SELECT * FROM jobs", tuple[str, ...]()
