@@ -62,12 +62,17 @@ class PgServer:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
                   options, "start")
         self.dsn = f"host={self.root} user=mw dbname=postgres"
+        self.running = True
 
     def _run(self, program: str, *args: str) -> None:
         subprocess.run([*self._as, str(self.bin / program), *args], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
 
     def stop(self) -> None:
+        """Stops the server (at once) and removes its folder; again, does nothing."""
+        if not self.running:
+            return
+        self.running = False
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
         finally:
