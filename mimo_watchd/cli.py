@@ -1,4 +1,4 @@
-"""The ``mimo-watchd`` command line: transcribe, emulate, run, status, retry, check.
+"""The ``mimo-watchd`` command line: transcribe, emulate, run, status, retry, prune, check.
 
 Building the parser imports nothing heavy (``--help`` answers at once): each command imports
 what it needs when it runs, and ``emulate`` hands its options to the emulator's own parser.
@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                     help="failed files to move back (where they are now, or where they arrived)")
 
+    pr = sub.add_parser("prune", help="delete files whose retention period is over (watches' "
+                        "retention); --dry-run lists them")
+    pr.add_argument("-c", "--config", type=Path, required=True, help=CONFIG_HELP)
+    pr.add_argument("--dry-run", action="store_true",
+                    help="list what would be deleted, delete nothing")
+
     c = sub.add_parser("check", help="validate the config, folders, hooks and key; --api tries "
                        "a request")
     c.add_argument("-c", "--config", type=Path, required=True, help=CONFIG_HELP)
@@ -148,6 +154,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     import structlog
 
     from mimo_watchd import logsetup
+    from mimo_watchd.billing import Price
     from mimo_watchd.client import MimoClient
     from mimo_watchd.config import resolve_api_key
     from mimo_watchd.outputs import dumps, write_sidecars
@@ -178,7 +185,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             runner = FileTranscriber(client, audio, language=api.language)
             result = runner.run(path)
             doc = Transcribed.from_result(result, path=str(path.resolve()),
-                                          original_path=str(path.resolve())).to_json()
+                                          original_path=str(path.resolve()),
+                                          price=Price.of(api)).to_json()
             sidecars = write_sidecars(doc, folder, stem, overwrite=args.force)
         except (MimoWatchdError, OSError) as exc:
             if isinstance(exc, FileExistsError):

@@ -1,4 +1,4 @@
-"""The daemon-side commands: ``run``, ``status``, ``retry``, ``check``.
+"""The daemon-side commands: ``run``, ``status``, ``retry``, ``prune``, ``check``.
 
 ``status`` and ``check`` write nothing in the state folder and, like ``retry``, work while a
 daemon runs there; only ``run`` takes the state folder's lock (``instance``)."""
@@ -15,7 +15,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from mimo_watchd import instance, logsetup, runstatus
+from mimo_watchd import billing, days, instance, logsetup, retention, runstatus
 from mimo_watchd.config import Secret, Settings, load, resolve_api_key
 from mimo_watchd.config.checks import hook_problems
 from mimo_watchd.errors import ApiError, ApiUnreachableError, ConfigError, JobError, LedgerError
@@ -50,13 +50,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     runtime = (runstatus.read(settings.state_dir) or {}) if running else {}
     ledger = read_ledger(settings.state_dir, settings.ledger)
     counts = dict.fromkeys(("QUEUED", "PROCESSING", "DONE"), 0)
-    failed, failures, fleet = 0, [], None
+    failed, failures, bill, fleet = 0, [], None, None
     if ledger is not None:
         try:
             counts = ledger.counts()
             failed = ledger.failed_files()
             failures = [_failure(j) for j in ledger.recent_failures(args.failures)]
             fleet = ledger.fleet()
+            bill = billing.summary(ledger, settings.api, days.zone(settings.timezone))
         finally:
             ledger.close()
     # Without a daemon, jobs the ledger still calls in progress were cut off by an unclean
@@ -72,7 +73,7 @@ def cmd_status(args: argparse.Namespace) -> int:
            "in_progress": counts["PROCESSING"] - interrupted, "interrupted": interrupted,
            "done": counts["DONE"], "failed": failed,
            "settling": runtime.get("settling", 0), "watches": runtime.get("watches", []),
-           "recent_failures": failures, "updated_at": runtime.get("updated_at")}
+           "recent_failures": failures, "bill": bill, "updated_at": runtime.get("updated_at")}
     if fleet is not None:
         doc["fleet"] = fleet
     code = ExitCode.OK if running else ExitCode.NOT_RUNNING
@@ -97,6 +98,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  host {h['host_id']} ({up}, pid {h['pid']}, seen "
                   f"{h['seen_seconds_ago']:g} s ago): {len(h['in_flight'])} in flight"
                   + "".join(f"\n    {p}" for p in h["in_flight"]))
+    for line in billing.summary_lines(bill) if bill is not None else ():
+        print(line)
     for w in doc["watches"]:
         extra = f" ({w.get('reason')})" if w.get("reason") else ""
         print(f"watch {w.get('path')}: {w.get('mode')}{extra}")
@@ -173,6 +176,35 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"retry: {p}", file=sys.stderr)
     print(f"{moved} file(s) moved back for another attempt")
     return ExitCode.FAILED if problems else ExitCode.OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Deletes (``--dry-run``: lists) the files whose retention period is over, as the daemon
+    does every hour; exits 1 when some could not be deleted. Works while a daemon runs."""
+    _escaped_stdout()
+    settings = load(args.config)
+    if not any(w.retention for w in settings.watches):
+        print("prune: no watch has a retention section: nothing is ever deleted")
+        return ExitCode.OK
+    ledger = read_ledger(settings.state_dir)
+    if ledger is None:
+        print(f"prune: no ledger in {settings.state_dir}: nothing was processed there")
+        return ExitCode.OK
+    logsetup.configure(settings.log.level, settings.log.format)  # one line per file, on stderr
+    try:
+        results = retention.prune(settings.watches, ledger, dry_run=args.dry_run)
+    finally:
+        ledger.close()
+    verb = "would delete" if args.dry_run else "deleted"
+    for r in results:
+        if args.dry_run or r.deleted:
+            print(f"{verb} {r.file.path} ({r.file.kind}, {r.file.age_days:g} days)")
+    failed = [r for r in results if not args.dry_run and not r.deleted]
+    for r in failed:
+        print(f"prune: kept {r.file.path}: {r.error}", file=sys.stderr)
+    count = len(results) - len(failed)
+    print(f"{count} file(s) {verb}" + (f", {len(failed)} kept" if failed else ""))
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def _back_in(original: Path) -> Path:

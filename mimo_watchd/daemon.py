@@ -32,7 +32,8 @@ from typing import Any
 
 import structlog
 
-from mimo_watchd import audio, logsetup, runstatus
+from mimo_watchd import audio, days, logsetup, retention, runstatus
+from mimo_watchd.billing import Bill
 from mimo_watchd.client import MimoClient
 from mimo_watchd.clients import Clients
 from mimo_watchd.config import (
@@ -61,6 +62,7 @@ from mimo_watchd.instance import InstanceLock
 from mimo_watchd.jobs import JobContext, JobRunner, Outcome
 from mimo_watchd.ledger import Job, open_ledger
 from mimo_watchd.ledger.guard import GuardedLedger
+from mimo_watchd.messaging import Messenger
 from mimo_watchd.metrics import Metrics, MetricsServer, serve
 from mimo_watchd.notify import Notifier, WatchdogPinger
 from mimo_watchd.pausegate import PauseGate
@@ -105,6 +107,7 @@ class Daemon:
             if self.metrics_server is not None:
                 self.metrics_server.stop()
             raise
+        self.bill = Bill(days.zone(settings.timezone))
         self.clients = Clients(self._new_client(settings, self.key))
         # Held while a reload swaps settings and client, and while a job's context is taken.
         self.config_lock = threading.Lock()
@@ -135,6 +138,8 @@ class Daemon:
         self.pinger = WatchdogPinger(self.notifier, self.health.alive)
         self.hooks = HookRunner(strip_env={settings.api.api_key_env},
                                 on_failure=self.metrics.observe_hook_failure)
+        self.messenger = Messenger(on_sent=self.metrics.observe_message)
+        self.prune_due = threading.Event()  # retention runs now (start, reload, stop: wake)
         self.status = runstatus.StatusWriter(self)
 
     def _listen(self, settings: Settings) -> MetricsServer | None:
@@ -157,6 +162,9 @@ class Daemon:
 
     def _on_api_attempt(self, status: str, usage: dict[str, Any] | None, retry: bool) -> None:
         self.metrics.observe_api(status, usage, retry=retry)
+        if status == "200":
+            api = self.settings.api
+            self.metrics.observe_cost(usage, api.price_per_hour, api.currency)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -190,6 +198,7 @@ class Daemon:
             require_consistent(self.settings, self._source())
             self.prepare_folders()
             recovered = self.ledger.recover(unclean=True)
+            self.bill.load(self.ledger, days.zone(self.settings.timezone))
             remove_stale_temps(self.settings.state_dir, older_than=self.started)  # status.json's
             if self.once:
                 self.ledger.reset_retry_times()
@@ -208,6 +217,7 @@ class Daemon:
             self._start_thread("scheduler", lambda: self.scheduler.run(self.stop_intake))
             for i in range(self.settings.api.max_concurrency):
                 self._start_thread(f"worker-{i}", self._worker)
+            self._start_thread("retention", self._retention)
             self.notifier.extend_timeout(600)  # the initial scan of a huge backlog may take long
             self.watchset.start()
             self.scan_done.set()
@@ -267,6 +277,7 @@ class Daemon:
         self.watchset.stop()
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         self.stop_workers.set()
+        self.prune_due.set()
         with self.wake:
             self.wake.notify_all()
         threads = self.health.threads
@@ -277,6 +288,7 @@ class Daemon:
         for t in threads:
             t.join(5.0)
         self.hooks.close(max(1.0, deadline - time.monotonic()))
+        self.messenger.close(max(1.0, deadline - time.monotonic()))
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if self.ledger.problem is not None and not self.ledger.flush():
@@ -354,7 +366,8 @@ class Daemon:
             settings=settings, watch=watch, ledger=self.ledger,
             transcriber=ClientTranscriber(client, settings.audio), hooks=self.hooks,
             metrics=self.metrics, started_at=self.started,
-            progress=lambda: self.health.progressed(job.id))
+            progress=lambda: self.health.progressed(job.id), messages=self.messenger,
+            bill=self.bill)
         return ctx, client
 
     def _execute(self, job: Job, failure: MimoWatchdError | None = None) -> Outcome:
@@ -386,6 +399,23 @@ class Daemon:
                 self.clients.release(client)
         self._after(job, outcome)
         return outcome
+
+    def _retention(self) -> None:
+        """The retention thread: prunes at start, every ``retention.INTERVAL`` and whenever
+        ``prune_due`` is set (a reload), until the workers stop."""
+        self.prune_due.set()
+        while True:
+            self.prune_due.wait(retention.INTERVAL)
+            if self.stop_workers.is_set():
+                return
+            self.prune_due.clear()
+            try:
+                retention.prune(self.settings.watches, self.ledger,
+                                on_deleted=self.metrics.observe_pruned)
+            except LedgerError as exc:
+                self._ledger_failed(exc)
+            except Exception:
+                log.exception("retention.error")
 
     def _requeue(self, job: Job, error: str, *, refund: bool = False) -> None:
         delay = 0.0 if refund else self.settings.retry_delay_seconds
@@ -484,6 +514,9 @@ class Daemon:
                         detail="these keep their old values until the daemon restarts")
         for problem in hook_problems(new):
             log.warning("config.hook_unusable", problem=problem)
+        if new.timezone != old.timezone:
+            self.bill.load(self.ledger, days.zone(new.timezone))
+        self.prune_due.set()  # retention may have changed
         if self.gate.reason is not None:
             self.gate.probe_now()  # the reload may have fixed what paused it
             with self.wake:

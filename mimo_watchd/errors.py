@@ -16,6 +16,8 @@ are translated at exactly one boundary each and chained with ``from exc``::
     │   │   └── ApiUnreachableError no connection to the API's host (DNS, refused, proxy, connect
     │   │                           timeout): pause all API work until it answers again
     │   └── OperatorError           401, 402, 403, 404: needs a human; pause all API work
+    ├── BudgetReachedError          the day's api.daily_budget is billed: pause API work until
+    │                               the next day begins (``resume_at``)
     ├── JobError                    a file could not be processed for a reason of its own
     │   │                           (unsafe path, move failed, vanished)
     │   ├── SourceChangedError      it is no longer there as queued (gone, replaced, a symlink)
@@ -201,3 +203,14 @@ class OperatorError(ApiError):
     """Needs a human (bad key, no balance, region block, wrong URL or model): pause all API work."""
 
     pauses = True
+
+
+class BudgetReachedError(MimoWatchdError):
+    """The day's ``api.daily_budget`` is billed: API work pauses (files stay queued, no attempt
+    is spent) until ``resume_at`` (a ``time.time()``: the next day in the operator's zone)."""
+
+    pauses = True
+
+    def __init__(self, message: str, *, resume_at: float) -> None:
+        super().__init__(message)
+        self.resume_at = resume_at

@@ -9,6 +9,7 @@ runs (``state_dir``) is shown commented out, so that a copy leaves it unset.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,8 @@ HEADER = """\
 
 
 def _scalar(value: Any) -> str:
+    if isinstance(value, str) and "\n" in value:
+        return json.dumps(value, ensure_ascii=False)  # one line: a YAML double-quoted scalar
     text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
     return text.removesuffix("\n...").removesuffix("...").strip()
 

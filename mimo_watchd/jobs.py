@@ -27,7 +27,8 @@ from typing import Any, Protocol
 import structlog
 
 from mimo_watchd import backoff, claimguard, crashpoints, placement, records
-from mimo_watchd.config import HookSettings, Settings, WatchSettings
+from mimo_watchd.billing import Price
+from mimo_watchd.config import ApiSettings, HookSettings, NotifySettings, Settings, WatchSettings
 from mimo_watchd.errors import (
     CrashLoopError,
     JobError,
@@ -58,6 +59,21 @@ class HookSink(Protocol):
                paths: Mapping[str, str]) -> bool: ...
 
 
+class MessageSink(Protocol):
+    """Where finished jobs' messages are handed over (``messaging.Messenger``); never blocks."""
+
+    def submit(self, notify: NotifySettings, record: Record, watch: str) -> bool: ...
+
+
+class BillSink(Protocol):
+    """The day's bill (``billing.Bill``): counts each paid answer, and says when the daily
+    budget stops API work (``BudgetReachedError``)."""
+
+    def add(self, usage: Mapping[str, Any] | None) -> None: ...
+
+    def require(self, api: ApiSettings) -> None: ...
+
+
 class JobMetrics(Protocol):
     def observe_job(self, outcome: str, seconds: float | None = None) -> None: ...
 
@@ -79,6 +95,8 @@ class JobContext:
     started_at: float  # time.time() the daemon started: older temp files are a crash's
     clock: Callable[[], float] = time.monotonic
     progress: Callable[[], None] = _no_progress  # the job moved forward (a chunk finished)
+    messages: MessageSink | None = None  # None: no watch sends messages (tests)
+    bill: BillSink | None = None  # None: no budget, nothing tallied (tests)
 
 
 @dataclass(frozen=True)
@@ -93,19 +111,31 @@ class Outcome:
 class _JobJournal:
     """The transcriber's view of the ledger journal for one job."""
 
-    def __init__(self, ledger: Ledger, job: Job, variant: str, own_only: bool) -> None:
+    def __init__(self, ledger: Ledger, job: Job, variant: str, own_only: bool,
+                 bill: BillSink | None = None, api: ApiSettings | None = None) -> None:
         self.ledger = ledger
         self.job = job
         self.variant = variant
         self.own_only = own_only
+        self.bill = bill
+        self.api = api
 
     def lookup(self, key: str) -> dict[str, Any] | None:
-        return self.ledger.lookup_response(sha256=self.job.sha256, variant=self.variant,
-                                           span=key, job_id=self.job.id if self.own_only else None)
+        """The journaled answer for ``key``; when there is none a request follows, so the
+        daily budget is asked first (BudgetReachedError when it is spent)."""
+        raw = self.ledger.lookup_response(sha256=self.job.sha256, variant=self.variant,
+                                          span=key, job_id=self.job.id if self.own_only else None)
+        if raw is None and self.bill is not None and self.api is not None:
+            self.bill.require(self.api)
+        return raw
 
     def record(self, key: str, raw: dict[str, Any]) -> None:
-        self.ledger.record_response(sha256=self.job.sha256, variant=self.variant, span=key,
-                                    job_id=self.job.id, raw=raw)
+        try:
+            self.ledger.record_response(sha256=self.job.sha256, variant=self.variant, span=key,
+                                        job_id=self.job.id, raw=raw)
+        finally:
+            if self.bill is not None:  # paid, even when the ledger could not keep it
+                self.bill.add(raw.get("usage"))
         crashpoints.reached("journaled")
 
 
@@ -181,23 +211,35 @@ class JobRunner:
             earlier = (ctx.ledger.done_with_content(job.sha256, exclude_id=job.id)
                        if policy != "transcribe" else None)
             kind = "done"
+            naming = self._naming(job)
             record: Record
             if earlier is not None and policy == "skip":
                 kind = "skipped"
                 record = Skipped(duplicate_of=earlier.final_path)
             elif earlier is not None and earlier.result is not None:
                 record = Transcribed.from_json(earlier.result).reused(
-                    path="", original_path=job.path, arrived_at=job.arrived_at)
+                    path="", original_path=job.path, arrived_at=job.arrived_at,
+                    price=Price.of(ctx.settings.api))
             else:
+                # Where it goes is rendered first: a template that cannot name this file fails
+                # it before anything is paid.
+                placement.layout(ctx.watch, source.path, kind, naming)
                 result = self._transcribe(job, source)
                 record = Transcribed.from_result(result, path="", original_path=job.path,
-                                                 arrived_at=job.arrived_at)
+                                                 arrived_at=job.arrived_at,
+                                                 price=Price.of(ctx.settings.api))
             # Names are chosen once the transcript exists: free now, and written right away.
             plan = placement.choose(ctx.watch, source.path, kind, identity=source.identity,
-                                    sha256=job.sha256)
+                                    sha256=job.sha256, naming=naming)
             record = records.moved_to(record, plan.audio_dest)
             ctx.ledger.set_plan(job.id, plan.to_dict(), record.to_json())
             return self._finish(job, plan, record, started, source)
+
+    def _naming(self, job: Job) -> placement.Naming:
+        """What the watch's path templates get for this file."""
+        settings = self.ctx.settings
+        return placement.Naming(language=self.ctx.watch.language or settings.api.language,
+                                arrived_at=job.arrived_at, timezone=settings.timezone)
 
     def _open(self, job: Job, *, check_hash: bool) -> InputFile:
         """The job's file, opened safely and checked to be what was queued (its size and
@@ -245,7 +287,8 @@ class JobRunner:
         settings = self.ctx.settings
         language = self.ctx.watch.language or settings.api.language
         journal = _JobJournal(self.ctx.ledger, job, f"{settings.api.model}|{language}",
-                              own_only=settings.on_duplicate == "transcribe")
+                              own_only=settings.on_duplicate == "transcribe",
+                              bill=self.ctx.bill, api=settings.api)
         return self.ctx.transcriber.transcribe(source, sha256=job.sha256, language=language,
                                                journal=journal, on_chunk=self.ctx.progress)
 
@@ -285,6 +328,9 @@ class JobRunner:
             paths = {"source": job.path, "audio": dest,
                      **{k: str(v) for k, v in placed.files.items()}}
             ctx.hooks.submit(hook, record.outcome, placed.document, paths)
+        if ctx.watch.notify is not None and ctx.messages is not None:
+            ctx.messages.submit(ctx.watch.notify, records.moved_to(record, dest),
+                                ctx.watch.path.name)
         return Outcome(job.id, record.outcome)
 
     def _attempt_failed(self, job: Job, exc: MimoWatchdError, started: float) -> Outcome:

@@ -34,6 +34,8 @@ NAMESPACE = "mimo_watchd"
 OUTCOMES = ("done", "failed", "duplicate", "skipped")
 TOKEN_KINDS = ("prompt", "completion", "audio")
 HOOK_KINDS = ("command", "webhook")
+MESSAGE_RESULTS = ("sent", "failed")
+PRUNED_KINDS = ("audio", "sidecar")
 # A voicemail takes seconds, a long recording split into chunks many minutes.
 PROCESSING_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
@@ -56,9 +58,18 @@ class Metrics:
             ["status"], namespace=ns, registry=r)
         self.api_retries = Counter("api_retries", "API requests that were retries",
                                    namespace=ns, registry=r)
-        self.billed_audio_seconds = Counter(
-            "billed_audio_seconds", "Audio seconds billed (usage.seconds of paid responses)",
+        self.billed_seconds = Counter(
+            "billed_seconds", "Audio seconds billed (usage.seconds of paid responses)",
             namespace=ns, registry=r)
+        self.cost = Counter("cost", "What paid responses cost at api.price_per_hour, by currency",
+                            ["currency"], namespace=ns, registry=r)
+        self.billed_unknown = Counter(
+            "billed_unknown_responses", "Paid responses that did not say what they billed "
+            "(their cost is missing from cost_total)", namespace=ns, registry=r)
+        self.messages = Counter("messages", "Notification deliveries (one per URL and file), "
+                                "by result", ["result"], namespace=ns, registry=r)
+        self.pruned = Counter("pruned_files", "Files deleted by retention, by kind (audio, "
+                              "sidecar)", ["kind"], namespace=ns, registry=r)
         self.tokens = Counter("tokens", "Tokens reported by paid responses, by kind",
                               ["kind"], namespace=ns, registry=r)
         self.queue_depth = Gauge("queue_depth", "Jobs queued (including retries not yet due)",
@@ -87,6 +98,10 @@ class Metrics:
             self.tokens.labels(kind)
         for hook in HOOK_KINDS:
             self.hook_failures.labels(hook)
+        for result in MESSAGE_RESULTS:
+            self.messages.labels(result)
+        for kind in PRUNED_KINDS:
+            self.pruned.labels(kind)
 
     def observe_job(self, outcome: str, seconds: float | None = None) -> None:
         """A file reached an outcome (done, failed, duplicate, skipped) after ``seconds``."""
@@ -108,10 +123,29 @@ class Metrics:
         if retry:
             self.api_retries.inc()
         if usage:
-            _inc(self.billed_audio_seconds, usage.get("seconds"))
+            _inc(self.billed_seconds, usage.get("seconds"))
             _inc(self.tokens.labels("prompt"), usage.get("prompt_tokens"))
             _inc(self.tokens.labels("completion"), usage.get("completion_tokens"))
             _inc(self.tokens.labels("audio"), _audio_tokens(usage))
+
+    def observe_cost(self, usage: Mapping[str, Any] | None, price_per_hour: float,
+                     currency: str) -> None:
+        """A paid response's cost (``usage.seconds`` at ``price_per_hour``); one that does not
+        say what it billed is counted as such, never guessed."""
+        seconds = usage.get("seconds") if isinstance(usage, Mapping) else None
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+            _inc(self.cost.labels(currency), seconds * price_per_hour / 3600)
+        else:
+            self.billed_unknown.inc()
+
+    def observe_message(self, sent: bool) -> None:
+        """A notification to one URL was delivered, or failed for good; fits
+        ``Messenger(on_sent=)``."""
+        self.messages.labels("sent" if sent else "failed").inc()
+
+    def observe_pruned(self, kind: str) -> None:
+        """Retention deleted a file ("audio" or "sidecar")."""
+        self.pruned.labels(kind).inc()
 
     def set_queue(self, queued: int, in_progress: int) -> None:
         """The current number of queued and in-progress jobs."""

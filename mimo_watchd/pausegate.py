@@ -7,6 +7,8 @@ outage that lasts seconds is over in seconds; one that lasts hours costs a probe
 The first probe that ends without such an error opens it again; ``probe_now`` (a reload that
 may have fixed the key) lets the next one through at once. Which errors pause is decided by
 the errors themselves, so a new reason to pause is a new error class with ``pauses = True``.
+An error that knows when its pause ends (``resume_at``, a ``time.time()``: the daily budget
+until the next day) sets the next probe then, instead of backing off.
 """
 
 from __future__ import annotations
@@ -100,10 +102,10 @@ class PauseGate:
                 closing = self._reason is None
                 if closing:
                     self._since, self.since, self._probes = now, time.time(), 0
-                    self._next_probe = now + self._probe_wait()
+                    self._next_probe = now + self._probe_wait(error)
                 elif was_probe:
                     self._probes += 1
-                    self._next_probe = now + self._probe_wait()
+                    self._next_probe = now + self._probe_wait(error)
                 self._reason = error.reason
                 return Change(True, error.reason, 0.0) if closing else None
             if self._reason is not None and was_probe:
@@ -111,6 +113,9 @@ class PauseGate:
                 return Change(False, None, now - self._since)
             return None
 
-    def _probe_wait(self) -> float:
+    def _probe_wait(self, error: MimoWatchdError) -> float:
+        resume_at: float | None = getattr(error, "resume_at", None)
+        if resume_at is not None:
+            return max(0.0, resume_at - time.time())
         return backoff.delay(self._probes + 1, initial=min(_FIRST_PROBE, self.probe_every),
                              cap=self.probe_every)

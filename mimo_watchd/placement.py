@@ -10,6 +10,14 @@
 
 ``mimo-watchd transcribe`` names its sidecars by the same rule (``cli``).
 
+**Templates.** A watch's ``processed_path`` and ``output_path`` (``templates``) say where in
+processed_dir the audio goes and where in output_dir (else processed_dir) the sidecars go,
+e.g. ``{arrived:%Y/%m}/{relpath}/{stem}{ext}``; ``layout`` renders them for a file. The names
+they give take the place of the recording's own name and stem above, and the rule is the same
+for the whole set: ``2026/12/call.wav`` with ``2026/12/call.txt``, then ``call.wav.txt``, then
+``call-1.wav`` with ``call-1.txt``. Without templates the layout is the folders the file
+arrived in; the failed folder always keeps that layout (``retry`` moves files back from it).
+
 **Placing.** A ``Plan`` (a candidate, and the identity and hash of the file that was
 transcribed) is recorded in the ledger before anything is written under its names.
 ``carry_out`` then claims the names with no-overwrite primitives in a fixed order: the audio
@@ -37,14 +45,17 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mimo_watchd import crashpoints, fsutil, outputs, records
+from mimo_watchd import crashpoints, days, fsutil, outputs, records, templates
 from mimo_watchd.config import WatchSettings
 from mimo_watchd.errors import JobError
 from mimo_watchd.inputs import Identity, InputFile
-from mimo_watchd.paths import relative_to
+from mimo_watchd.paths import is_within, relative_to
+
+DEFAULT_PROCESSED_PATH = "{relpath}/{name}"
 
 # No hard link of the inbox file: not ours to link (protected_hardlinks), or no hard links on
 # this file system. A no-replace rename (or a copy) does instead.
@@ -65,6 +76,9 @@ class Plan:
     identity: dict[str, Any] | None = None  # Identity.to_json() of the file the job used
     sha256: str | None = None
     moved_from: str | None = None  # our audio's earlier name, while it moves to audio_dest
+    # The names the templates gave, before any "-N" (None: the recording's own name and stem).
+    audio_name: str | None = None
+    sidecar_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,18 +108,21 @@ def relative_parent(watch: WatchSettings, source: Path) -> Path:
     return Path(rel).parent
 
 
-def candidates(name: str, suffixes: tuple[str, ...]) -> Iterator[tuple[str, str]]:
-    """The (audio name, sidecar stem) pairs offered to a recording named ``name``, in order,
-    each fitted to NAME_MAX (only the stem is shortened, by whole characters)."""
+def candidates(name: str, suffixes: tuple[str, ...],
+               sidecar_stem: str | None = None) -> Iterator[tuple[str, str]]:
+    """The (audio name, sidecar stem) pairs offered to audio named ``name`` whose sidecars
+    are named ``sidecar_stem`` (default: the stem of ``name``), in order, each fitted to
+    NAME_MAX (only the stems are shortened, by whole characters)."""
     stem, ext = _split(name)
+    side = stem if sidecar_stem is None else sidecar_stem
     longest = max((_size(s) for s in suffixes), default=0)
     n = 0
     while True:
         tag = "" if n == 0 else f"-{n}"
         audio = _fit(stem, _size(tag + ext)) + tag + ext
-        yield audio, _fit(stem, longest + _size(tag)) + tag
+        yield audio, _fit(side, longest + _size(tag)) + tag
         if ext and suffixes:
-            yield audio, _fit(stem, longest + _size(tag + ext)) + tag + ext
+            yield audio, _fit(side, longest + _size(tag + ext)) + tag + ext
         n += 1
 
 
@@ -125,18 +142,69 @@ def _fit(stem: str, reserve: int, limit: int = 255) -> str:
     return stem
 
 
-def choose(watch: WatchSettings, source: Path, kind: str, *, identity: Identity | None = None,
-           sha256: str | None = None) -> Plan:
-    """The first candidate under which neither the audio nor its sidecars exist now."""
+@dataclass(frozen=True)
+class Naming:
+    """What a watch's path templates get besides the file's own name and folder."""
+
+    language: str = "auto"
+    arrived_at: str | None = None  # ISO 8601, as the ledger keeps it (None: now)
+    timezone: str | None = None  # the operator's zone for {arrived} (None: the system's)
+
+    def arrived(self) -> datetime:
+        tz = days.zone(self.timezone)
+        when = (datetime.fromisoformat(self.arrived_at) if self.arrived_at
+                else datetime.now().astimezone())
+        return when.astimezone(tz) if tz is not None else when.astimezone()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a file's set goes before any "-N": the audio's folder and name, the sidecars'
+    folder and stem."""
+
+    audio_dir: Path
+    audio_name: str
+    sidecar_dir: Path
+    sidecar_name: str
+
+
+def layout(watch: WatchSettings, source: Path, kind: str,
+           naming: Naming | None = None) -> Layout:
+    """Where ``source``'s set goes (``kind``: done, skipped, failed), as the watch's templates
+    say; JobError when they cannot name it (a name that leaves its folder, or one that would
+    land inside the watch)."""
     rel = relative_parent(watch, source)
+    stem, _ = _split(source.name)
     if kind == "failed":
-        audio_dir = side_dir = watch.failed_dir / rel
-    else:
-        audio_dir = watch.processed_dir / rel
-        side_dir = (watch.output_dir / rel) if watch.output_dir else audio_dir
-    base = Plan(kind=kind, source=str(source), audio_dest=str(audio_dir / source.name),
-                sidecar_dir=str(side_dir), stem="",
-                identity=identity.to_json() if identity else None, sha256=sha256)
+        folder = watch.failed_dir / rel
+        return Layout(folder, source.name, folder, stem)
+    if watch.processed_path is None and watch.output_path is None:
+        folder = watch.processed_dir / rel
+        return Layout(folder, source.name, (watch.output_dir or watch.processed_dir) / rel, stem)
+    naming = naming or Naming()
+    values = {"stem": stem, "ext": source.name[len(stem):], "name": source.name,
+              "relpath": "" if str(rel) == "." else str(rel), "watch": watch.path.name,
+              "language": naming.language, "arrived": naming.arrived()}
+    audio = Path(templates.render_path(watch.processed_path or DEFAULT_PROCESSED_PATH, values))
+    sidecars = (Path(templates.render_path(watch.output_path, values)) if watch.output_path
+                else audio.parent / _split(audio.name)[0])
+    found = Layout(watch.processed_dir / audio.parent, audio.name,
+                   (watch.output_dir or watch.processed_dir) / sidecars.parent, sidecars.name)
+    for folder in (found.audio_dir, found.sidecar_dir):
+        if is_within(os.path.abspath(folder), os.path.abspath(watch.path)):
+            raise JobError(f"the path templates put {source.name} inside the watched folder "
+                           f"({folder}); it would be taken again")
+    return found
+
+
+def choose(watch: WatchSettings, source: Path, kind: str, *, identity: Identity | None = None,
+           sha256: str | None = None, naming: Naming | None = None) -> Plan:
+    """The first candidate under which neither the audio nor its sidecars exist now."""
+    where = layout(watch, source, kind, naming)
+    base = Plan(kind=kind, source=str(source), audio_dest=str(where.audio_dir / where.audio_name),
+                sidecar_dir=str(where.sidecar_dir), stem="",
+                identity=identity.to_json() if identity else None, sha256=sha256,
+                audio_name=where.audio_name, sidecar_name=where.sidecar_name)
     sfx = outputs.suffixes(kind)
     for step in _steps(_at(base, 0)):
         if not _exists(Path(step.audio_dest)) and not any(
@@ -147,7 +215,8 @@ def choose(watch: WatchSettings, source: Path, kind: str, *, identity: Identity 
 
 def _at(plan: Plan, index: int) -> Plan:
     """``plan`` moved to its source's candidate number ``index``."""
-    names = candidates(Path(plan.source).name, outputs.suffixes(plan.kind))
+    names = candidates(plan.audio_name or Path(plan.source).name, outputs.suffixes(plan.kind),
+                       plan.sidecar_name)
     audio, stem = next(itertools.islice(names, index, None))
     return replace(plan, index=index, audio_dest=str(Path(plan.audio_dest).parent / audio),
                    stem=stem, moved_from=None)

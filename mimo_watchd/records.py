@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mimo_watchd import __version__
+from mimo_watchd.billing import Cost, Price
 from mimo_watchd.errors import ApiError, MimoWatchdError
 from mimo_watchd.timestamps import iso_seconds
 from mimo_watchd.transcription import USAGE_FIELDS, ChunkResult, TranscriptResult, flat_usage
@@ -120,11 +121,13 @@ class Transcribed:
     timing: Timing
     tool_version: str = __version__
     duplicate_of: str | None = None  # where the recording it was first made for is now
+    cost: Cost | None = None  # None: made before costs were kept, or without a price
 
     @classmethod
     def from_result(cls, result: TranscriptResult, *, path: str, original_path: str,
-                    arrived_at: str | None = None) -> Transcribed:
-        """The record of a file just transcribed (``path``: where its audio is, or goes)."""
+                    arrived_at: str | None = None, price: Price | None = None) -> Transcribed:
+        """The record of a file just transcribed (``path``: where its audio is, or goes);
+        with ``price``, what its answers cost."""
         info = result.info
         return cls(
             source=Source(path=path, original_path=original_path, sha256=result.sha256,
@@ -135,7 +138,8 @@ class Transcribed:
             chunks=tuple(Chunk.from_result(c) for c in result.chunks),
             timing=Timing(arrived_at=arrived_at, started_at=result.started_at,
                           finished_at=result.finished_at,
-                          api_seconds=round(result.api_seconds, 3)))
+                          api_seconds=round(result.api_seconds, 3)),
+            cost=Cost.of([c.usage for c in result.chunks], price) if price else None)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Transcribed:
@@ -145,7 +149,8 @@ class Transcribed:
             model=doc["model"], usage=Usage.from_json(doc["usage"]),
             chunks=tuple(Chunk.from_json(c) for c in doc["chunks"]),
             timing=Timing(**timing), tool_version=tool["version"],
-            duplicate_of=doc.get("duplicate_of"))
+            duplicate_of=doc.get("duplicate_of"),
+            cost=Cost.from_json(doc["cost"]) if doc.get("cost") else None)
 
     @property
     def outcome(self) -> str:
@@ -155,10 +160,13 @@ class Transcribed:
     def no_speech(self) -> bool:
         return self.text == ""
 
-    def reused(self, *, path: str, original_path: str, arrived_at: str | None) -> Transcribed:
-        """This transcript for another file of the same content (a duplicate of this one)."""
+    def reused(self, *, path: str, original_path: str, arrived_at: str | None,
+               price: Price | None = None) -> Transcribed:
+        """This transcript for another file of the same content (a duplicate of this one,
+        which cost nothing)."""
         return replace(self.placed(path=path, original_path=original_path,
-                                   arrived_at=arrived_at), duplicate_of=self.source.path)
+                                   arrived_at=arrived_at), duplicate_of=self.source.path,
+                       cost=Cost.nothing(price) if price else None)
 
     def placed(self, *, path: str, original_path: str, arrived_at: str | None) -> Transcribed:
         """This record for a file that arrived at ``original_path`` and goes to ``path``."""
@@ -180,17 +188,22 @@ class Transcribed:
         }
         if self.duplicate_of is not None:
             doc["duplicate_of"] = self.duplicate_of
+        if self.cost is not None:
+            doc["cost"] = self.cost.to_json()
         return doc
 
     def log_fields(self) -> dict[str, Any]:
         """A duplicate paid nothing: its line says 0 and names the file it reuses."""
+        cost = ({"cost": self.cost.amount, "currency": self.cost.currency}
+                if self.cost is not None else {})
         if self.duplicate_of is not None:
             return {"audio_seconds": self.source.duration_seconds, "billed_seconds": 0,
                     "tokens": 0, "chunks": len(self.chunks), "api_calls": 0,
-                    "duplicate_of": self.duplicate_of}
+                    "duplicate_of": self.duplicate_of, **cost}
         return {"audio_seconds": self.source.duration_seconds,
                 "billed_seconds": self.usage.seconds, "tokens": self.usage.total_tokens,
-                "chunks": len(self.chunks), "api_calls": sum(c.attempts for c in self.chunks)}
+                "chunks": len(self.chunks), "api_calls": sum(c.attempts for c in self.chunks),
+                **cost}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ CALLS: dict[str, dict[str, Any]] = {
     "reset_retry_times": {},
     "record_response": {"sha256": "s", "variant": "v", "span": "0", "job_id": 1, "raw": {}},
     "lookup_response": {"sha256": "s", "variant": "v", "span": "0"},
+    "billed": {"since": 0.0, "until": 1.0},
     "counts": {},
     "failed_files": {},
     "recent_failures": {},

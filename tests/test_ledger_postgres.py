@@ -308,3 +308,18 @@ def test_without_psycopg_the_error_names_the_extra(tmp_path: Path) -> None:
                          check=True, cwd=Path(__file__).resolve().parent.parent).stdout
     assert "pip install 'mimo-watchd[postgres]'" in out
     assert isinstance(ConfigError([]), Exception)
+
+
+def test_the_bill_is_the_accounts_every_hosts_answers_in_it(fleet: Any) -> None:
+    """``billed`` sums the billed seconds of every host's journaled answers in the period and
+    counts those that do not say."""
+    a, b = fleet("a"), fleet("b")
+    start = time.time() - 1
+    a.record_response(sha256="c1", variant="v", span="0", job_id=1,
+                      raw={"usage": {"seconds": 4}})
+    b.record_response(sha256="c2", variant="v", span="0", job_id=2,
+                      raw={"usage": {"seconds": 2.5}})
+    b.record_response(sha256="c3", variant="v", span="0", job_id=3, raw={"usage": {}})
+    bill = a.billed(start, time.time() + 60)
+    assert (bill.seconds, bill.answers, bill.unknown) == (6.5, 3, 1)
+    assert a.billed(start - 100, start).answers == 0

@@ -91,7 +91,7 @@ def test_events_show_in_a_scrape(server: tuple[MetricsServer, Metrics]) -> None:
     assert s[("mimo_watchd_api_requests_total", (("status", "429"),))] == 1
     assert s[("mimo_watchd_api_requests_total", (("status", "timeout"),))] == 1
     assert s[("mimo_watchd_api_retries_total", ())] == 2
-    assert s[("mimo_watchd_billed_audio_seconds_total", ())] == 304
+    assert s[("mimo_watchd_billed_seconds_total", ())] == 304
     assert s[("mimo_watchd_tokens_total", (("kind", "prompt"),))] == 1946
     assert s[("mimo_watchd_tokens_total", (("kind", "completion"),))] == 720
     assert s[("mimo_watchd_tokens_total", (("kind", "audio"),))] == 1900
@@ -121,7 +121,7 @@ def test_odd_usage_values_are_ignored() -> None:
     m.observe_api(200, {"seconds": -1, "prompt_tokens": "many", "completion_tokens": None,
                         "prompt_tokens_details": "n/a", "total_tokens": True})
     s = samples(m.render().decode())
-    assert s[("mimo_watchd_billed_audio_seconds_total", ())] == 0
+    assert s[("mimo_watchd_billed_seconds_total", ())] == 0
     assert s[("mimo_watchd_tokens_total", (("kind", "prompt"),))] == 0
 
 

@@ -136,7 +136,7 @@ def test_metrics_and_healthz_during_processing(emu: Emulator, tmp_path: Path) ->
         assert m['mimo_watchd_api_requests_total{status="200"}'] == 3
         assert m['mimo_watchd_api_requests_total{status="500"}'] == 1
         assert m["mimo_watchd_api_retries_total"] >= 1
-        assert m["mimo_watchd_billed_audio_seconds_total"] >= 3
+        assert m["mimo_watchd_billed_seconds_total"] >= 3
         assert m["mimo_watchd_last_success_timestamp_seconds"] > 0
         assert m["mimo_watchd_processing_seconds_count"] == 3
         assert m["mimo_watchd_paused"] == 0

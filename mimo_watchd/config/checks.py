@@ -10,10 +10,11 @@ import os
 import shutil
 from pathlib import Path
 
+from mimo_watchd import notifyurls, templates
 from mimo_watchd.config.settings import Settings, WatchSettings
 from mimo_watchd.errors import ConfigError
 from mimo_watchd.names import name_filter
-from mimo_watchd.paths import is_within
+from mimo_watchd.paths import is_within, relative_to
 
 _OUTPUT_FOLDERS = ("processed_dir", "failed_dir", "output_dir")
 
@@ -37,6 +38,8 @@ def problems(settings: Settings) -> list[str]:
                     found.append(f"watches[{j}].path: lies inside watches[{i}].path "
                                  f"({w.path}); a watch may not contain another")
     found += outputs_inside_watches(watches)
+    found += templates_into_watches(watches)
+    found += notify_problems(watches)
     for i, w in enumerate(watches):
         if is_within(settings.state_dir, w.path):
             found.append(f"state_dir: {settings.state_dir} lies inside watches[{i}].path")
@@ -71,6 +74,46 @@ def outputs_inside_watches(watches: tuple[WatchSettings, ...]) -> list[str]:
                         f"watches[{i}].path ({w.path}); move it out or exclude it "
                         f"(e.g. exclude: ['{target.relative_to(root).as_posix()}/**'])")
     return found
+
+
+def templates_into_watches(watches: tuple[WatchSettings, ...]) -> list[str]:
+    """Path templates that could put files inside a watched tree, by real path.
+
+    A template cannot leave its folder, so this needs care only where that folder contains a
+    watch (``processed_dir: /data`` beside ``/data/inbox``): there the folders the template
+    always begins with must lead elsewhere before any field (which could be anything) comes.
+    """
+    found: list[str] = []
+    for i, w in enumerate(watches):
+        for key, folder in (("processed_path", w.processed_dir),
+                            ("output_path", w.output_dir or w.processed_dir)):
+            text = getattr(w, key)
+            if text is None:
+                continue
+            lead = templates.leading_folders(text)
+            for j, other in enumerate(watches):
+                rel = relative_to(os.path.realpath(folder), os.path.realpath(other.path))
+                if not rel:
+                    continue  # not inside it (or the folder itself: refused above)
+                if all(a == b for a, b in zip(lead, rel.split("/"), strict=False)):
+                    found.append(
+                        f"watches[{i}].{key}: {text!r} could put files inside the watched "
+                        f"folder watches[{j}].path ({other.path}), which lies inside {folder}; "
+                        "begin it with a folder that leads elsewhere (e.g. 'done/...')")
+    return found
+
+
+def notify_problems(watches: tuple[WatchSettings, ...]) -> list[str]:
+    """Notifications that cannot be sent: Apprise missing (naming the extra), or a URL it does
+    not understand (named by its place and scheme, never its text: it holds secrets)."""
+    wanted = [(i, w.notify) for i, w in enumerate(watches) if w.notify is not None]
+    if not wanted:
+        return []
+    if not notifyurls.available():
+        return [f"watches[{i}].notify: needs Apprise, which is not installed: "
+                f"{notifyurls.EXTRA}" for i, _ in wanted]
+    return [f"watches[{i}].notify.urls[{k}]: {why}" for i, n in wanted
+            for k, url in enumerate(n.urls) if (why := notifyurls.problem(url))]
 
 
 def hook_problems(settings: Settings) -> list[str]:

@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from mimo_watchd import notifyurls
 from mimo_watchd.config.checks import require_consistent
+from mimo_watchd.config.secrets import Secret
 from mimo_watchd.config.settings import ApiSettings, AudioSettings, Settings
 from mimo_watchd.config.validate import Validator
 from mimo_watchd.errors import ConfigError
@@ -33,8 +35,18 @@ def parse(raw: Any, *, base: Path, source: str | None = None,
         # Under systemd, StateDirectory= is the writable place (the config's folder is not).
         settings = replace(settings, state_dir=Path(env["STATE_DIRECTORY"].split(":")[0]))
     settings = replace(settings, source=Path(source) if source else None)
+    _register_secrets(settings)
     require_consistent(settings, source)
     return settings
+
+
+def _register_secrets(settings: Settings) -> None:
+    """Makes ``redact`` (so every log line) scrub each part of the notification URLs that
+    could be a token or a password, before anything can name them."""
+    for w in settings.watches:
+        for url in w.notify.urls if w.notify is not None else ():
+            for secret in notifyurls.secrets_of(url):
+                Secret(secret)
 
 
 def load(path: str | os.PathLike[str]) -> Settings:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from mimo_watchd import templates
 from mimo_watchd.config.schema import option, options, section, settings_class
+from mimo_watchd.days import check_zone
 from mimo_watchd.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.xiaomimimo.com/v1"
@@ -19,6 +21,7 @@ AUDIO_EXTENSIONS = (
 )  # fmt: skip
 DEFAULT_INCLUDE = tuple(f"*.{ext}" for ext in AUDIO_EXTENSIONS)
 LANGUAGES = ("auto", "zh", "en")
+NOTIFY_ON = ("success", "failure")
 
 
 def listen_address(listen: str) -> tuple[str, int]:
@@ -65,6 +68,51 @@ class HookSettings:
 
 
 @settings_class
+class NotifySettings:
+    urls: tuple[str, ...] = option(
+        example=("json://127.0.0.1:8080/transcripts",
+                 "mailto://user:password@mail.example.com?to=me@example.com"),
+        help="Apprise URLs to send the message to (mail, ntfy, Matrix, Telegram, Slack, "
+        "Gotify, ...: see Apprise's list); they hold tokens and passwords, so they are never "
+        "logged: log lines name a URL by its place in this list and its scheme")
+    on: tuple[str, ...] = option(
+        default=NOTIFY_ON, choices=NOTIFY_ON,
+        help="when to send: success (a transcript, also one reused for a duplicate), failure "
+        "(moved to failed_dir)")
+    title: str = option(
+        default="{name}: {outcome}", check=templates.check_message,
+        help="the message's title, a template with the fields of body")
+    body: str = option(
+        default="{summary}\n\n{transcript}{reason}", check=templates.check_message,
+        help="the message, a template: {transcript} (cut to max_chars), {name}, {path} (where "
+        "the audio is now), {original_path}, {watch}, {outcome} (done, duplicate, failed), "
+        "{reason} (why it failed), {duration} (m:ss), {cost}, {language}, {summary} (duration "
+        "and cost, or the attempts of a failure); fields that do not apply are empty")
+    max_chars: int = option(
+        default=2000, minimum=0,
+        help="the transcript in the message is cut to this many characters (marked with "
+        "'...'); the sidecar keeps it whole")
+    retries: int = option(
+        default=3, minimum=0, maximum=20,
+        help="extra attempts per URL after a failed delivery, with backoff")
+
+
+@settings_class
+class RetentionSettings:
+    processed_days: float | None = option(
+        default=None, minimum=0.0, example=90,
+        help="delete audio in processed_dir this many days after it was processed (its "
+        "newest file was written); never when empty")
+    failed_days: float | None = option(
+        default=None, minimum=0.0, example=30,
+        help="the same for failed_dir; never when empty")
+    keep: tuple[str, ...] = option(
+        default=("sidecars",), choices=("sidecars",),
+        help="what retention leaves in place: sidecars (transcripts and error files stay, "
+        "only audio goes); [] deletes the sidecars with their audio")
+
+
+@settings_class
 class WatchSettings:
     path: Path = option(example="./inbox", help="folder to watch")
     recursive: bool = option(default=True, help="also watch sub-folders")
@@ -86,6 +134,17 @@ class WatchSettings:
     output_dir: Path | None = option(
         default=None, example="./transcripts",
         help="put sidecars here instead of beside the processed audio")
+    processed_path: str | None = option(
+        default=None, example="{arrived:%Y/%m}/{relpath}/{stem}{ext}", check=templates.check_path,
+        help="where in processed_dir transcribed audio goes, a template with {stem}, {ext}, "
+        "{name} (stem and ext), {relpath} (its sub-folder below the watch), {watch} (the "
+        "watch folder's name), {language}, {arrived:FORMAT} (arrival time, strftime, in "
+        "`timezone`); default: {relpath}/{name}, the folders it arrived in")
+    output_path: str | None = option(
+        default=None, example="{arrived:%Y-%m-%d}/{stem}", check=templates.check_path,
+        help="where in output_dir (else processed_dir) the sidecars go, without their suffix "
+        "(.txt, .json), a template with the fields of processed_path; default: the audio's "
+        "folder and stem as processed_path gives them")
     polling: bool = option(
         default=False, help="poll instead of inotify (NFS/SMB shares give no events)")
     poll_interval_seconds: float = option(default=5.0, minimum=0.1, help="polling interval")
@@ -98,6 +157,15 @@ class WatchSettings:
     on_failure: HookSettings | None = option(
         default=None, example={"command": None, "webhook": "http://127.0.0.1:8080/mimo-failed"},
         help="hook run after a file is moved to failed_dir")
+    notify: NotifySettings | None = option(
+        default=None,
+        example={"urls": ["json://127.0.0.1:8080/transcripts"], "on": ["success", "failure"]},
+        help="send a message with the transcript through Apprise (pip install "
+        "'mimo-watchd[notify]')")
+    retention: RetentionSettings | None = option(
+        default=None, example={"processed_days": 90, "failed_days": 30, "keep": ["sidecars"]},
+        help="delete old files from processed_dir and failed_dir (checked at start, every hour "
+        "and at reload; `mimo-watchd prune --dry-run` shows what would go)")
 
 
 @settings_class
@@ -134,6 +202,15 @@ class ApiSettings:
     max_request_b64_chars: int = option(
         default=9_500_000, minimum=50_000, maximum=10_485_760,
         help="largest base64 audio string sent in one request")
+    price_per_hour: float = option(
+        default=0.5, minimum=0.0,
+        help="the price of one billed audio hour (published: 0.5 CNY, billed per second), for "
+        "the cost in sidecars, job.done lines, metrics and status")
+    currency: str = option(default="CNY", help="the currency of price_per_hour and daily_budget")
+    daily_budget: float | None = option(
+        default=None, minimum=0.0, example=10.0,
+        help="once this much (in currency) is billed in a day, API work pauses (files stay "
+        "queued) until the next day begins in `timezone`; no limit when empty")
 
 
 @settings_class
@@ -198,6 +275,10 @@ class Settings:
     api: ApiSettings = section(default_factory=ApiSettings, help="how to reach the MiMo API")
     audio: AudioSettings = section(
         default_factory=AudioSettings, help="audio preparation and splitting of long recordings")
+    timezone: str | None = option(
+        default=None, example="Asia/Shanghai", check=check_zone,
+        help="the operator's time zone (IANA name): when a day begins for api.daily_budget and "
+        "the bill in status, and {arrived} in path templates; default: the system's")
     state_dir: Path = option(
         default=Path("state"), unset_in_example=True,
         help="folder for the ledger (SQLite), the status file and the instance lock; when "

@@ -74,6 +74,8 @@ class Validator:
             if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
                 self.problem(path, "must be a list of non-empty strings")
                 return self.placeholder(opt)
+            for i, item in enumerate(raw):
+                self.checked(f"{path}[{i}]", item, opt)
             return tuple(raw)
         if kind == "bool":
             if not isinstance(raw, bool):
@@ -85,15 +87,23 @@ class Validator:
         if not isinstance(raw, str) or not raw.strip():
             self.problem(path, f"must be a non-empty string, not {raw!r}")
             return self.placeholder(opt)
+        if not self.checked(path, raw, opt):
+            return self.placeholder(opt)
+        return self.resolve(raw) if kind == "path" else raw
+
+    def checked(self, path: str, raw: str, opt: Opt) -> bool:
+        """Whether a string (or a list's item) is one of the option's choices and passes its
+        check; a problem is noted when not."""
         if opt.choices and raw not in opt.choices:
             self.problem(path, f"must be one of {', '.join(opt.choices)}; got {raw!r}")
-            return self.placeholder(opt)
+            return False
         if opt.check is not None:
             try:
                 opt.check(raw)
             except ValueError as exc:
                 self.problem(path, str(exc))
-        return self.resolve(raw) if kind == "path" else raw
+                return False
+        return True
 
     def number(self, path: str, raw: Any, opt: Opt) -> Any:
         ok = isinstance(raw, int) if opt.kind == "int" else isinstance(raw, int | float)

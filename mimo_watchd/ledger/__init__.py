@@ -11,10 +11,11 @@ from pathlib import Path
 
 from mimo_watchd.config import LedgerSettings
 from mimo_watchd.errors import ConfigError, LedgerError
-from mimo_watchd.ledger.interface import Job, Ledger, State
+from mimo_watchd.ledger.interface import Billed, Job, Ledger, State
 from mimo_watchd.ledger.sqlite import LEDGER_FILE, SqliteLedger
 
-__all__ = ["Job", "Ledger", "LedgerError", "SqliteLedger", "State", "open_ledger", "read_ledger"]
+__all__ = ["Billed", "Job", "Ledger", "LedgerError", "SqliteLedger", "State", "open_ledger",
+           "read_ledger"]
 
 
 def open_ledger(state_dir: Path, settings: LedgerSettings | None = None, *,

@@ -25,7 +25,7 @@ from typing import Any
 from mimo_watchd import backoff
 from mimo_watchd.config import Secret
 from mimo_watchd.errors import LedgerFullError
-from mimo_watchd.ledger.interface import Job, Ledger, State
+from mimo_watchd.ledger.interface import Billed, Job, Ledger, State
 from mimo_watchd.ratelimit import RateLimiter
 
 _FIRST_RETRY = 1.0  # seconds before space is first looked for again
@@ -196,6 +196,9 @@ class GuardedLedger:
 
     def next_due_in(self, now: float | None = None) -> float | None:
         return self.inner.next_due_in(now)
+
+    def billed(self, since: float, until: float) -> Billed:
+        return self.inner.billed(since, until)
 
     def counts(self) -> dict[str, int]:
         return self.inner.counts()

@@ -55,6 +55,16 @@ class Job:
     updated_at: float
 
 
+@dataclass(frozen=True)
+class Billed:
+    """What the paid answers journaled in a period billed: their ``usage.seconds`` summed, how
+    many answers, and how many of them did not say (``unknown``: not counted in ``seconds``)."""
+
+    seconds: float
+    answers: int
+    unknown: int
+
+
 class Ledger(Protocol):
     """Every file's identity and state, and the journal of paid API responses (thread-safe)."""
 
@@ -121,6 +131,10 @@ class Ledger(Protocol):
     def lookup_response(self, *, sha256: str, variant: str, span: str,
                         job_id: int | None = None) -> dict[str, Any] | None:
         """A journaled response for this content and span (of this job only, if given)."""
+
+    def billed(self, since: float, until: float) -> Billed:
+        """What the answers journaled from ``since`` until before ``until`` (``time.time()``
+        values) billed: the bill of a day or a month, whichever job they were for."""
 
     # --- reporting
     def counts(self) -> dict[str, int]:

@@ -31,7 +31,7 @@ import psycopg
 from mimo_watchd.config import LedgerSettings, Secret, redact, resolve_dsn
 from mimo_watchd.errors import LeaseLostError, LedgerError
 from mimo_watchd.ledger import pghosts
-from mimo_watchd.ledger.interface import Job, State
+from mimo_watchd.ledger.interface import Billed, Job, State
 from mimo_watchd.ledger.leases import Held, Holdings, Keeper
 from mimo_watchd.ledger.pgconn import (
     Cursor,
@@ -426,6 +426,17 @@ class PostgresLedger:
                           "LIMIT 1", {"sha": sha256, "variant": variant, "span": span,
                                       "id": job_id})
         return json.loads(rows[0]["raw"]) if rows else None
+
+    def billed(self, since: float, until: float) -> Billed:
+        """See ``Ledger.billed``: the account's bill, every host's answers in it."""
+        (row,) = self._rows(
+            "SELECT count(*) AS n, coalesce(sum(s) FILTER (WHERE s >= 0), 0) AS seconds, "
+            "count(*) FILTER (WHERE s IS NULL OR s < 0) AS unknown FROM (SELECT CASE WHEN "
+            "jsonb_typeof(raw::jsonb -> 'usage' -> 'seconds') = 'number' THEN (raw::jsonb -> "
+            "'usage' ->> 'seconds')::float8 END AS s FROM mw_responses WHERE received_at >= "
+            "%(since)s AND received_at < %(until)s) AS answers", {"since": since, "until": until})
+        return Billed(seconds=float(row["seconds"]), answers=int(row["n"]),
+                      unknown=int(row["unknown"]))
 
     # --- reporting ----------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from mimo_watchd.config import Secret
 from mimo_watchd.errors import LedgerError, LedgerFullError, LedgerLostError
-from mimo_watchd.ledger.interface import Job, State
+from mimo_watchd.ledger.interface import Billed, Job, State
 from mimo_watchd.ratelimit import RateLimiter
 
 LEDGER_FILE = "ledger.sqlite3"
@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS responses (
     received_at REAL NOT NULL,
     PRIMARY KEY (sha256, variant, span, job_id)
 );
+-- The bill of a day or a month reads the answers by the time they arrived.
+CREATE INDEX IF NOT EXISTS responses_time ON responses(received_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # A queued job is due when its time has come, or when the wait left is longer than the delay it
@@ -446,6 +448,15 @@ class SqliteLedger:
             args += (job_id,)
         rows = self._rows(sql + " ORDER BY received_at DESC LIMIT 1", args)
         return json.loads(rows[0]["raw"]) if rows else None
+
+    def billed(self, since: float, until: float) -> Billed:
+        (row,) = self._rows(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN typeof(s) IN ('integer','real') AND "
+            "s>=0 THEN s END), 0) AS seconds, COALESCE(SUM(CASE WHEN typeof(s) IN "
+            "('integer','real') AND s>=0 THEN 0 ELSE 1 END), 0) AS unknown FROM (SELECT "
+            "json_extract(raw, '$.usage.seconds') AS s FROM responses WHERE received_at>=? AND "
+            "received_at<?)", (since, until))
+        return Billed(seconds=row["seconds"], answers=row["n"], unknown=row["unknown"])
 
     # --- reporting ----------------------------------------------------------------------
 
