@@ -79,7 +79,7 @@ def test_three_daemons_sharing_an_inbox_pay_each_file_once(
     assert sum(len(d.saw("job.done")) for d in daemons) == len(files)
     assert not any(d.saw("job.vanished") or d.saw("job.failed") for d in daemons)
     doc = json.loads(status.stdout)
-    assert doc["failed"] == 0 and doc["done"] == len(files)
+    assert doc["failed"] == 0 and doc["done"] == len(files), doc
     assert sorted(h["host_id"] for h in doc["fleet"]["hosts"]) == ["host0", "host1", "host2"]
 
 

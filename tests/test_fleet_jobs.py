@@ -146,6 +146,7 @@ def test_a_file_another_host_moved_is_not_a_failure_here(
     done = b.ledger.get(again.id)
     assert done is not None and done.state == State.DONE
     assert done.final_path == str(world.processed / "call.wav")
+    assert b.ledger.counts()["DONE"] == 1  # the file, once
     assert not world.failed.exists() or not any(world.failed.iterdir())
 
 

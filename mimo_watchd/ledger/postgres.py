@@ -441,10 +441,12 @@ class PostgresLedger:
     # --- reporting ----------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Jobs per state among those this host has seen (its share of the fleet's queue)."""
+        """Jobs per state among those this host has seen (its share of the fleet's queue); a
+        job that found its file finished by another (``elsewhere``) is not counted: the file
+        is, once, with that other job."""
         found = {r["state"]: r["n"] for r in self._rows(
-            "SELECT state, count(*) AS n FROM mw_jobs WHERE %(host)s = ANY(seen_by) "
-            "GROUP BY state")}
+            "SELECT state, count(*) AS n FROM mw_jobs WHERE %(host)s = ANY(seen_by) AND "
+            "outcome IS DISTINCT FROM 'elsewhere' GROUP BY state")}
         return {s.value: found.get(s.value, 0) for s in State}
 
     def failed_files(self) -> int:
