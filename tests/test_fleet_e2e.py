@@ -141,3 +141,16 @@ def test_check_opens_the_fleet_ledger_and_never_shows_the_dsn(
     bad = run_cli(dep, "check", "-c", str(dep.config), env={"MIMO_WATCHD_DSN": bad_dsn})
     assert bad.returncode == 78 and "ledger:" in bad.stderr
     assert "pw-never-shown-42" not in bad.stderr + bad.stdout
+
+
+def test_the_fleet_benchmark_runs(tmp_path: Path, pg_server: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny ``python -m bench fleet`` drives one daemon, a fleet of own ledgers and a fleet
+    on PostgreSQL, prints the table with all three, and meets its targets."""
+    from bench.__main__ import main
+
+    code = main(["fleet", "--smoke", "--no-write", "--scratch", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "one PostgreSQL" in out and "own SQLite each" in out and "files paid twice" in out
+    assert code == 0, out
+    assert not any(tmp_path.iterdir()), "the scenario left scratch data behind"
