@@ -372,14 +372,18 @@ class PostgresLedger:
                 who = "mw_jobs.owner = %(me)s"
                 pghosts.stopped(cur, self.host, self.owner)
             args = {"host": self.host, "me": self.owner, "over": 1 if unclean else 0}
-            cur.execute(f"UPDATE mw_claims c SET owner = NULL, expires_at = clock_timestamp() "
-                        f"FROM mw_jobs WHERE mw_jobs.state = 'PROCESSING' AND c.owner = "
-                        f"mw_jobs.owner AND c.sha256 = mw_jobs.sha256 AND {who}", args)
+            # The job rows first, then the claims: the order every other call locks them in.
             cur.execute(f"UPDATE mw_jobs SET state = 'QUEUED', next_attempt_at = {NOW}, "
                         f"attempts = greatest(0, attempts - 1), interruptions = interruptions "
                         f"+ %(over)s, owner = NULL, owner_host = NULL, fence = NULL, updated_at "
-                        f"= {NOW} WHERE state = 'PROCESSING' AND {who}", args)
-            count = cur.rowcount
+                        f"= {NOW} FROM (SELECT id, owner AS was FROM mw_jobs WHERE state = "
+                        f"'PROCESSING' AND {who} FOR UPDATE) AS old WHERE mw_jobs.id = old.id "
+                        f"RETURNING mw_jobs.sha256, old.was", args)
+            released = [(row["sha256"], row["was"]) for row in cur.fetchall()]
+            for sha256, was in released:
+                cur.execute("UPDATE mw_claims SET owner = NULL, expires_at = clock_timestamp() "
+                            "WHERE sha256 = %s AND owner = %s", (sha256, was))
+            count = len(released)
         if not unclean:
             for job_id in self.held.ids():
                 self.held.pop(job_id)
