@@ -81,6 +81,22 @@ def test_a_shared_file_is_one_job_seen_by_each_host_that_sees_it(fleet: Any) -> 
     assert c.claim() is not None
 
 
+def test_inboxes_of_their_own_under_one_path_keep_their_own_jobs(fleet: Any) -> None:
+    """Two hosts whose own inboxes have the same path, with other files under one name: each
+    file gets a job of its own, run by its own host; a queued file that changed keeps its
+    job."""
+    a, b = fleet("a"), fleet("b")
+    mine = queue(a, "/in/x.wav", "from-a")
+    theirs = queue(b, "/in/x.wav", "from-b")
+    assert mine != theirs
+    assert [j.sha256 for j in a.jobs()] == ["from-a"]
+    assert [j.sha256 for j in b.jobs()] == ["from-b"]
+    assert queue(a, "/in/x.wav", "from-a-rewritten") == mine
+    assert [j.sha256 for j in b.jobs()] == ["from-b"]
+    taken = b.claim()
+    assert taken is not None and taken.id == theirs and b.claim() is None
+
+
 def test_a_content_is_held_by_one_process_at_a_time(fleet: Any) -> None:
     """While one host holds a content, no other process takes any job of that content."""
     a, b = fleet("a"), fleet("b")

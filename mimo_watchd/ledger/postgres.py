@@ -117,9 +117,11 @@ class PostgresLedger:
 
     def enqueue(self, *, watch: str, path: str, size: int, mtime_ns: int, sha256: str,
                 arrived_at: str) -> Job:
-        """See ``Ledger.enqueue``. A file another host already queued (a shared inbox) joins
-        that job: this host may run it too. A queued file whose content changed keeps one job,
-        with the new identity, seen by this host alone until the others see it too."""
+        """See ``Ledger.enqueue``. A file another host already queued (a shared inbox: the
+        same place, the same content) joins that job: this host may run it too. A queued file
+        of this host's whose content changed keeps one job, with the new identity, seen by this
+        host alone until the others see it too. Another host's job for the same place with
+        other content (inboxes of their own under one path) is left alone."""
         args = {"watch": fs_bytes(watch), "path": fs_bytes(path), "size": size,
                 "mtime_ns": mtime_ns, "sha256": sha256, "arrived_at": arrived_at,
                 "host": self.host}
@@ -127,19 +129,22 @@ class PostgresLedger:
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(encode(%(path)s, "
                         "'hex'), 0))", args)  # hosts seeing one new file queue it once
             cur.execute(f"SELECT id, state, sha256, seen_by FROM mw_jobs WHERE watch = "
-                        f"%(watch)s AND path = %(path)s AND {_ACTIVE} ORDER BY id DESC LIMIT 1",
-                        args)
-            row = cur.fetchone()
-            if row is not None and row["sha256"] == sha256:
+                        f"%(watch)s AND path = %(path)s AND {_ACTIVE} ORDER BY id DESC", args)
+            rows = cur.fetchall()
+            same = next((r for r in rows if r["sha256"] == sha256), None)
+            changed = next((r for r in rows if r["state"] == State.QUEUED
+                            and self.host in r["seen_by"]), None)
+            if same is not None:
                 cur.execute("UPDATE mw_jobs SET seen_by = array_append(seen_by, %(host)s) "
                             "WHERE id = %(id)s AND NOT %(host)s = ANY(seen_by)",
-                            {**args, "id": row["id"]})
-                job_id = row["id"]
-            elif row is not None and row["state"] == State.QUEUED:
+                            {**args, "id": same["id"]})
+                job_id = same["id"]
+            elif changed is not None:
                 cur.execute(f"UPDATE mw_jobs SET size = %(size)s, mtime_ns = %(mtime_ns)s, "
                             f"sha256 = %(sha256)s, seen_by = ARRAY[%(host)s], plan_json = NULL, "
-                            f"updated_at = {NOW} WHERE id = %(id)s", {**args, "id": row["id"]})
-                job_id = row["id"]
+                            f"updated_at = {NOW} WHERE id = %(id)s",
+                            {**args, "id": changed["id"]})
+                job_id = changed["id"]
             else:
                 cur.execute(f"INSERT INTO mw_jobs (watch, path, size, mtime_ns, sha256, state, "
                             f"arrived_at, created_at, updated_at, seen_by) VALUES (%(watch)s, "
