@@ -2,10 +2,11 @@
 
 Scenarios: saturation, overhead, latency, long, idle, backlog, voicemail (each runs the real
 daemon against the real emulator next to its baselines), pacing (the daemon next to an oracle
-pacer at the account's limits), ``all`` (every one of them, in that order), ``soak`` (fault
-injection, kill -9 and SIGHUP; exits non-zero when an invariant fails), and the audio layer's
-``audio-formats``, ``long-file-rss`` and ``vad-compare``. ``--no-write`` leaves BENCHMARKS.md
-alone; ``--smoke`` runs tiny sizes (the test suite's check of the harness).
+pacer at the account's limits), fleet (several daemons on one inbox, with and without a shared
+PostgreSQL ledger), ``all`` (every one of them, in that order), ``soak`` and ``fleet-soak``
+(fault injection, kill -9, SIGHUP, SIGSTOP; exit non-zero when an invariant fails), and the
+audio layer's ``audio-formats``, ``long-file-rss`` and ``vad-compare``. ``--no-write`` leaves
+BENCHMARKS.md alone; ``--smoke`` runs tiny sizes (the test suite's check of the harness).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from bench import audio_formats, long_file_rss, soak, vad_compare
+from bench import audio_formats, fleet_soak, long_file_rss, soak, vad_compare
 from bench.report import Section, command_line, emit, machine, write_section
 from bench.scenarios import (
     backlog,
+    fleet,
     idle,
     latency,
     longfile,
@@ -34,7 +36,7 @@ from bench.scenarios import (
 
 SCENARIOS: dict[str, ModuleType] = {
     "saturation": saturation, "overhead": overhead, "latency": latency, "long": longfile,
-    "idle": idle, "backlog": backlog, "voicemail": voicemail, "pacing": pacing,
+    "idle": idle, "backlog": backlog, "voicemail": voicemail, "pacing": pacing, "fleet": fleet,
 }
 # --smoke: sizes that finish in seconds (they prove the harness works, not the figures).
 SMOKE: dict[str, dict[str, object]] = {
@@ -44,6 +46,7 @@ SMOKE: dict[str, dict[str, object]] = {
     "idle": {"files": 40, "folders": 4, "seconds_idle": 3.0},
     "backlog": {"files": 300}, "voicemail": {"messages": 1, "hangups": 1},
     "pacing": {"workloads": "rpm", "rules": "total", "rpm_files": 12},
+    "fleet": {"files": 6, "daemons": 2},
 }
 LEGACY: dict[str, Callable[[], None]] = {
     "audio-formats": audio_formats.main, "long-file-rss": long_file_rss.main,
@@ -75,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     _common(sp)
     sp = sub.add_parser("soak", help=_summary(soak))
     soak.add_arguments(sp)
+    _common(sp)
+    sp = sub.add_parser("fleet-soak", help=_summary(fleet_soak))
+    fleet_soak.add_arguments(sp)
     _common(sp)
     for name in LEGACY:
         sp = sub.add_parser(name, help=f"the audio layer's {name} benchmark (its own options)",
@@ -120,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in LEGACY:
         return _legacy(argv[0], argv[1:])
     args = parser().parse_args(argv)
-    if args.scenario == "soak":
+    if args.scenario in ("soak", "fleet-soak"):
         if args.smoke:
             args.minutes, args.write = 0.3, False
-        return soak.run(args)
+        return (soak if args.scenario == "soak" else fleet_soak).run(args)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True
     for name in names:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from mimo_watchd import __version__
+from mimo_watchd import __version__, claimguard
 from mimo_watchd.config import ApiSettings, Secret, effective_base_url
 from mimo_watchd.errors import ApiError, RateLimitedError, TransientApiError
 from mimo_watchd.httperrors import translated
@@ -152,6 +152,7 @@ class MimoClient:
         if reservation is None:
             raise TransientApiError("client is shutting down")
         try:
+            claimguard.before_send(budget)  # a fleet's job: still ours for the whole request
             deadline = time.monotonic() + budget
             try:
                 with self._http.stream("POST", self.url, content=body, headers=self._headers(),

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from mimo_watchd import billing, days, instance, logsetup, retention, runstatus
-from mimo_watchd.config import Secret, load, resolve_api_key
+from mimo_watchd.config import Secret, Settings, load, resolve_api_key
 from mimo_watchd.config.checks import hook_problems
-from mimo_watchd.errors import ApiError, ApiUnreachableError, ConfigError, JobError
+from mimo_watchd.errors import ApiError, ApiUnreachableError, ConfigError, JobError, LedgerError
 from mimo_watchd.exitcodes import ExitCode
 from mimo_watchd.fsutil import free_stem, safe_move
 from mimo_watchd.ledger import Job, State, open_ledger, read_ledger
@@ -48,22 +48,24 @@ def cmd_status(args: argparse.Namespace) -> int:
                            f"{exc.strerror or exc}"], str(args.config)) from exc
     running = pid is not None
     runtime = (runstatus.read(settings.state_dir) or {}) if running else {}
-    ledger = read_ledger(settings.state_dir)
+    ledger = read_ledger(settings.state_dir, settings.ledger)
     counts = dict.fromkeys(("QUEUED", "PROCESSING", "DONE"), 0)
-    failed, failures, bill = 0, [], None
+    failed, failures, bill, fleet = 0, [], None, None
     if ledger is not None:
         try:
             counts = ledger.counts()
             failed = ledger.failed_files()
             failures = [_failure(j) for j in ledger.recent_failures(args.failures)]
+            fleet = ledger.fleet()
             bill = billing.summary(ledger, settings.api, days.zone(settings.timezone))
         finally:
             ledger.close()
     # Without a daemon, jobs the ledger still calls in progress were cut off by an unclean
-    # stop: they are taken again at the next start.
-    interrupted = 0 if running else counts["PROCESSING"]
+    # stop: they are taken again at the next start (in a fleet, other hosts may run them).
+    interrupted = 0 if running or fleet is not None else counts["PROCESSING"]
+    where = "postgres" if fleet is not None else str(settings.state_dir / LEDGER_FILE)
     doc = {"running": running, "pid": pid or runtime.get("pid"),
-           "ledger": str(settings.state_dir / LEDGER_FILE) if ledger else None,
+           "ledger": where if ledger else None,
            "paused": bool(runtime.get("paused")),
            "paused_reason": runtime.get("paused_reason"),
            "paused_since": runtime.get("paused_since"),
@@ -72,6 +74,8 @@ def cmd_status(args: argparse.Namespace) -> int:
            "done": counts["DONE"], "failed": failed,
            "settling": runtime.get("settling", 0), "watches": runtime.get("watches", []),
            "recent_failures": failures, "bill": bill, "updated_at": runtime.get("updated_at")}
+    if fleet is not None:
+        doc["fleet"] = fleet
     code = ExitCode.OK if running else ExitCode.NOT_RUNNING
     if args.json:
         sys.stdout.write(dumps(doc))
@@ -87,6 +91,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if interrupted:
         print(f"  ({interrupted} of the queued were in progress when the daemon stopped "
               "uncleanly; they are taken again at the next start)")
+    if fleet is not None:
+        print(f"fleet: queued {fleet['queued']}, in progress {fleet['in_progress']}")
+        for h in fleet["hosts"]:
+            up = "up" if h["alive"] else "down"
+            print(f"  host {h['host_id']} ({up}, pid {h['pid']}, seen "
+                  f"{h['seen_seconds_ago']:g} s ago): {len(h['in_flight'])} in flight"
+                  + "".join(f"\n    {p}" for p in h["in_flight"]))
     for line in billing.summary_lines(bill) if bill is not None else ():
         print(line)
     for w in doc["watches"]:
@@ -127,11 +138,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
     settings = load(args.config)
     wanted = {Path(os.path.abspath(p)) for p in args.paths}
     moved, problems = 0, []
-    if not (settings.state_dir / LEDGER_FILE).exists():  # nothing failed yet: make no ledger
+    fleet = settings.ledger.backend != "sqlite"
+    if not fleet and not (settings.state_dir / LEDGER_FILE).exists():  # make no ledger
         print(f"retry: no ledger in {settings.state_dir}: nothing has failed there",
               file=sys.stderr)
         return ExitCode.FAILED if wanted else ExitCode.OK
-    ledger = open_ledger(settings.state_dir)
+    ledger = open_ledger(settings.state_dir, settings.ledger)
     try:
         for job in ledger.jobs(State.FAILED):
             if job.final_path is None or job.outcome == "retried":
@@ -242,6 +254,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems.extend(exc.problems)
     for warning in settings.warnings:
         print(f"{settings.source}: warning: {warning}", file=sys.stderr)
+    if settings.ledger.backend != "sqlite":
+        problems.extend(_ledger_problems(settings))
     for p in problems:
         print(f"{settings.source}: {p}", file=sys.stderr)
     if problems:
@@ -269,6 +283,17 @@ def cmd_check(args: argparse.Namespace) -> int:
           "(auth and balance fine; "
           + ("billed seconds not reported)" if billed is None else f"billed {billed} s)"))
     return ExitCode.OK
+
+
+def _ledger_problems(settings: Settings) -> list[str]:
+    """What keeps the fleet's ledger from opening (no DSN, no psycopg, no database)."""
+    try:
+        open_ledger(settings.state_dir, settings.ledger).close()
+    except ConfigError as exc:
+        return exc.problems
+    except LedgerError as exc:
+        return [f"ledger: {exc.reason}"]
+    return []
 
 
 def _writable(folder: Path) -> bool:

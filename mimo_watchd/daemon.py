@@ -74,8 +74,10 @@ from mimo_watchd.watcher import WatchSet
 log = structlog.get_logger("mimo_watchd.daemon")
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-# Outcomes after which the file has left its watch: the settler may take that path again.
-_GONE_FROM_WATCH = frozenset({"done", "duplicate", "skipped", "failed", "vanished"})
+# Outcomes after which the file has left its watch: the settler may take that path again
+# ("elsewhere": another host of a fleet took it).
+_GONE_FROM_WATCH = frozenset({"done", "duplicate", "skipped", "failed", "vanished",
+                              "elsewhere"})
 
 
 class Daemon:
@@ -98,7 +100,8 @@ class Daemon:
                              paused=lambda: self.status.paused())
         self.metrics_server = self._listen(settings)
         try:
-            self.ledger = GuardedLedger(open_ledger(settings.state_dir, thorough=True),
+            self.ledger = GuardedLedger(open_ledger(settings.state_dir, settings.ledger,
+                                                    thorough=True),
                                         retry_every=settings.pause_probe_seconds)
         except BaseException:
             if self.metrics_server is not None:
@@ -150,7 +153,9 @@ class Daemon:
                                f"{exc.strerror or exc}"], self._source()) from exc
 
     def _new_client(self, settings: Settings, key: Secret) -> MimoClient:
-        client = MimoClient(settings.api, key)
+        # A fleet's daemons share one budget: the windows live in the shared ledger.
+        limiter = self.ledger.shared_limiter(settings.api, key)
+        client = MimoClient(settings.api, key, limiter=limiter)
         client.on_attempt = self._on_api_attempt
         return client
 

@@ -28,6 +28,8 @@ are translated at exactly one boundary each and chained with ``from exc``::
     ├── LedgerError                 the ledger's storage failed (sqlite3 errors, translated)
     │   ├── LedgerFullError         no space left for it: hold what is paid, pause, resume later
     │   └── LedgerLostError         corrupt, empty, deleted or replaced: refuse it, stop (78)
+    ├── LeaseLostError              a fleet ledger: this process no longer holds (or cannot
+    │                               show it holds) the claim on a job: it stops working on it
     └── AlreadyRunningError         another daemon holds the state folder's lock
 
 ``retryable`` says whether trying the same request again later can succeed; ``pauses`` says
@@ -108,6 +110,13 @@ class LedgerLostError(LedgerError):
 
     Carrying on (or starting afresh over it) would forget which files were already paid for,
     so the daemon refuses to start on it, or stops."""
+
+
+class LeaseLostError(MimoWatchdError):
+    """This process no longer holds the claim on a job's content (its lease expired after a
+    freeze or a partition, or the database cannot be reached to show it still does): it sends
+    nothing more and writes nothing more for that job, which is taken over once the lease has
+    expired (by another host, or this one)."""
 
 
 class AlreadyRunningError(MimoWatchdError):

@@ -26,10 +26,16 @@ from typing import Any, Protocol
 
 import structlog
 
-from mimo_watchd import backoff, crashpoints, placement, records
+from mimo_watchd import backoff, claimguard, crashpoints, placement, records
 from mimo_watchd.billing import Price
 from mimo_watchd.config import ApiSettings, HookSettings, NotifySettings, Settings, WatchSettings
-from mimo_watchd.errors import CrashLoopError, JobError, MimoWatchdError, SourceChangedError
+from mimo_watchd.errors import (
+    CrashLoopError,
+    JobError,
+    LeaseLostError,
+    MimoWatchdError,
+    SourceChangedError,
+)
 from mimo_watchd.inputs import InputFile
 from mimo_watchd.ledger import Job, Ledger, State
 from mimo_watchd.records import Failed, Record, Skipped, Transcribed
@@ -98,7 +104,9 @@ class JobContext:
 @dataclass(frozen=True)
 class Outcome:
     job_id: int
-    outcome: str  # done | duplicate | skipped | failed | retry | paused | vanished
+    # done | duplicate | skipped | failed | retry | paused | vanished; in a fleet also
+    # elsewhere (another host finished the file) and lost (this process lost the job's claim)
+    outcome: str
     error: MimoWatchdError | None = None  # what ended the attempt (pause, retry, failure)
 
 
@@ -141,26 +149,40 @@ class JobRunner:
 
     def run(self, job: Job) -> Outcome:
         """Runs the job; every attempt ends in an outcome, whatever is raised inside."""
-        started = self.ctx.clock()
-        with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
-            try:
-                return self._run(job, started)
-            except MimoWatchdError as exc:
-                return self._attempt_failed(job, exc, started)
-            except OSError as exc:
-                # Disk full, permissions, a share gone away: worth another try later.
-                err = JobError(f"{type(exc).__name__}: {exc}")
-                err.retryable = True
-                return self._attempt_failed(job, err, started)
-            except Exception as exc:
-                log.exception("job.internal_error")
-                return self._fail(job, JobError(f"internal error: {type(exc).__name__}: {exc}"),
-                                  started)
+        return self._held(job, lambda: self._attempt(job, self.ctx.clock()))
 
     def fail(self, job: Job, error: MimoWatchdError) -> Outcome:
         """Fails the job now: its file goes to failed_dir with ``NAME.error.json``."""
-        with structlog.contextvars.bound_contextvars(path=job.path, job=job.id):
-            return self._fail(job, error, self.ctx.clock())
+        return self._held(job, lambda: self._fail(job, error, self.ctx.clock()))
+
+    def _held(self, job: Job, body: Callable[[], Outcome]) -> Outcome:
+        """``body()`` in the job's context: its path and id in every log line, its requests
+        sent only while its claim holds. A job whose claim is lost (a fleet's ledger) ends
+        ``lost`` with nothing more sent or written: whoever takes it over next finishes it."""
+        with (structlog.contextvars.bound_contextvars(path=job.path, job=job.id),
+              claimguard.bound(lambda seconds: self.ctx.ledger.ensure_held(job.id, seconds))):
+            try:
+                return body()
+            except LeaseLostError as exc:
+                log.warning("job.lease_lost", reason=exc.reason)
+                return Outcome(job.id, "lost", exc)
+
+    def _attempt(self, job: Job, started: float) -> Outcome:
+        try:
+            return self._run(job, started)
+        except LeaseLostError:
+            raise
+        except MimoWatchdError as exc:
+            return self._attempt_failed(job, exc, started)
+        except OSError as exc:
+            # Disk full, permissions, a share gone away: worth another try later.
+            err = JobError(f"{type(exc).__name__}: {exc}")
+            err.retryable = True
+            return self._attempt_failed(job, err, started)
+        except Exception as exc:
+            log.exception("job.internal_error")
+            return self._fail(job, JobError(f"internal error: {type(exc).__name__}: {exc}"),
+                              started)
 
     def _run(self, job: Job, started: float) -> Outcome:
         ctx = self.ctx
@@ -250,7 +272,14 @@ class JobRunner:
             yield source
 
     def _vanished(self, job: Job, reason: str, **fields: Any) -> Outcome:
-        """Ends a job whose file is no longer there as it was: nothing is touched."""
+        """Ends a job whose file is no longer there as it was: nothing is touched. A file
+        another host of the fleet finished meanwhile is no failure here."""
+        other = self.ctx.ledger.taken_elsewhere(job)
+        if other is not None:
+            self.ctx.ledger.finish(job.id, State.DONE, final_path=other.final_path,
+                                   outcome="elsewhere")
+            log.info("job.elsewhere", dest=other.final_path, by_job=other.id)
+            return Outcome(job.id, "elsewhere")
         self.ctx.ledger.finish(job.id, State.FAILED, final_path=None, outcome="vanished",
                                error=reason)
         log.warning("job.vanished", reason=reason, **fields)
@@ -274,7 +303,8 @@ class JobRunner:
             ctx.ledger.set_plan(job.id, step.to_dict(), document)
 
         placed = placement.carry_out(plan, record, source, resuming=job.plan is not None,
-                                     record_plan=record_plan)
+                                     record_plan=record_plan,
+                                     before_write=lambda: ctx.ledger.ensure_held(job.id))
         if placed.audio is None:
             return self._vanished(job, (
                 "it was rewritten while it was processed: the audio as processed exists "

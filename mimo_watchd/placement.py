@@ -248,16 +248,24 @@ def _no_record(plan: Plan, document: dict[str, Any]) -> None:
     """The default of ``carry_out``'s ``record``: nobody to tell."""
 
 
+def _no_check() -> None:
+    """The default of ``carry_out``'s ``before_write``: the job is always ours (one host)."""
+
+
 def carry_out(plan: Plan, record: records.Record, source: InputFile | None, *,
               resuming: bool = False,
-              record_plan: Callable[[Plan, dict[str, Any]], None] = _no_record) -> Placed:
+              record_plan: Callable[[Plan, dict[str, Any]], None] = _no_record,
+              before_write: Callable[[], None] = _no_check) -> Placed:
     """Places the audio, writes the sidecars, then removes the inbox name (see the module).
 
     ``source`` is the job's opened input (None when it could not be opened again on a resume);
-    ``record_plan(plan, document)`` records a changed plan durably before it is used.
+    ``record_plan(plan, document)`` records a changed plan durably before it is used;
+    ``before_write()`` runs before each step that changes a folder and raises when the job
+    may no longer write (a fleet's job whose claim was lost).
     """
     ident = Identity.from_json(plan.identity) if plan.identity else (
         source.identity if source else None)
+    before_write()
     placed = _finish_move(plan)
     taken: set[str] = set()
     current = plan
@@ -271,6 +279,7 @@ def carry_out(plan: Plan, record: records.Record, source: InputFile | None, *,
             record_plan(step, document)
             current = step
         if placed != dest:
+            before_write()
             try:
                 placed = _claim_audio(dest, placed, source, ident, step.sha256, resuming)
             except FileExistsError:
@@ -279,11 +288,13 @@ def carry_out(plan: Plan, record: records.Record, source: InputFile | None, *,
             if placed is None:
                 return Placed(step, None)
         crashpoints.reached("move-linked")
+        before_write()
         files = _write_sidecars(step, document, resuming)
         if files is None:
             continue
         crashpoints.reached("sidecars")
         if source is not None and ident is not None:
+            before_write()
             # Only while unchanged: content written into it since is new work of its own.
             fsutil.remove_name(source.dir_fd, source.name, ident.same)
         return Placed(step, placed, files, document)

@@ -1,13 +1,16 @@
-"""Shared fixtures: a running MiMo API emulator on loopback (answers at once: latency 0)."""
+"""Shared fixtures: a running MiMo API emulator on loopback (answers at once: latency 0), and
+a PostgreSQL server for the fleet ledger."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from mimo_watchd.emulator import Emulator, EmulatorConfig
+from tests import pgserver
 
 
 @pytest.fixture
@@ -38,3 +41,29 @@ def make_emulator() -> Iterator[Callable[..., Emulator]]:
     yield make
     for emu in started:
         emu.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The DSN of a PostgreSQL server for the whole session: ``MIMO_WATCHD_TEST_DSN``, or a
+    throwaway server started from Debian's binaries; skips (saying why) without either."""
+    pytest.importorskip("psycopg", reason="the [postgres] extra (psycopg) is not installed")
+    given = os.environ.get(pgserver.TEST_DSN_ENV)
+    if given:
+        yield given
+        return
+    bin_dir = pgserver.binaries()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (apt install postgresql) and no "
+                    f"{pgserver.TEST_DSN_ENV}")
+    server = pgserver.PgServer(bin_dir)
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: str) -> str:
+    """A DSN whose search path is a new, empty schema: a fleet database of this test's own."""
+    return pgserver.isolated_dsn(pg_server)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from mimo_watchd.config import Secret
 from mimo_watchd.errors import LedgerError
-from mimo_watchd.ledger import Ledger, SqliteLedger, State, open_ledger
+from mimo_watchd.ledger import Job, Ledger, SqliteLedger, State, open_ledger
 
 # Plausible arguments for every method of the protocol.
 CALLS: dict[str, dict[str, Any]] = {
@@ -18,10 +19,16 @@ CALLS: dict[str, dict[str, Any]] = {
     "enqueue": {"watch": "/in", "path": "/in/a.wav", "size": 1, "mtime_ns": 1, "sha256": "s",
                 "arrived_at": "t"},
     "done_with_content": {"sha256": "s"},
+    "taken_elsewhere": {"job": Job(id=1, watch="/in", path="/in/a.wav", size=1, mtime_ns=1,
+                                   sha256="s", state=State.QUEUED, attempts=0, interruptions=0,
+                                   next_attempt_at=0.0, last_error=None, arrived_at=None,
+                                   plan=None, result=None, final_path=None, outcome=None,
+                                   updated_at=0.0)},
     "claim": {},
     "claim_job": {"job_id": 1},
     "next_due_in": {},
     "requeue": {"job_id": 1},
+    "ensure_held": {"job_id": 1},
     "set_plan": {"job_id": 1, "plan": {}, "result": {}},
     "finish": {"job_id": 1, "state": State.DONE, "final_path": None, "outcome": "done"},
     "recover": {"unclean": True},
@@ -33,6 +40,9 @@ CALLS: dict[str, dict[str, Any]] = {
     "failed_files": {},
     "recent_failures": {},
     "jobs": {},
+    "fleet": {},
+    "shared_limiter": {"requests_per_minute": 1, "tokens_per_minute": 100,
+                       "key": Secret("sk-boundary")},
     "verify": {},
     "close": {},
 }
@@ -51,8 +61,14 @@ def test_every_protocol_method_works_on_sqlite(tmp_path: Path) -> None:
         getattr(ledger, name)(**kwargs)
 
 
-# (verify asks whether the file is still the one opened, which a closed connection does not change)
-@pytest.mark.parametrize("name", sorted(set(CALLS) - {"close", "verify"}))
+# What one host's ledger answers without its storage: the fleet's questions (no other host),
+# and verify (whether the file is still the one opened, which a closed connection does not
+# change).
+NO_STORAGE_ON_SQLITE = {"close", "ensure_held", "fleet", "shared_limiter", "taken_elsewhere",
+                        "verify"}
+
+
+@pytest.mark.parametrize("name", sorted(set(CALLS) - NO_STORAGE_ON_SQLITE))
 def test_a_storage_failure_is_a_ledger_error(tmp_path: Path, name: str) -> None:
     """Every method raises LedgerError, chained to the sqlite3 error, when the storage fails."""
     ledger = SqliteLedger(tmp_path)

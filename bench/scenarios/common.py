@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,23 +50,29 @@ def run_floor(emu: EmulatorProc, bodies: Path, concurrency: int, out: Path,
 
 
 def run_daemon_batch(emu: EmulatorProc, dep: Deployment, staged: Path, n: int, *,
-                     timeout: float = 3600.0) -> Run:
-    """Starts the daemon idle, drops ``staged`` into its inbox, waits for ``n`` finished jobs."""
+                     timeout: float = 3600.0,
+                     done: Callable[[], tuple[int, int]] | None = None) -> Run:
+    """Starts the daemon idle, drops ``staged`` into its inbox, waits for ``n`` finished jobs
+    (``done()``: jobs done and failed, by default read from its SQLite ledger)."""
+    def sqlite_done() -> tuple[int, int]:
+        counts = dep.ledger_counts()
+        return counts.get("DONE", 0), counts.get("FAILED", 0)
+
+    finished = done or sqlite_done
     daemon = DaemonProc(dep)
     try:
         daemon.wait_ready()
         s0, e0 = daemon.sample(), emu.sample()
         drop_all(staged, dep.inbox)
-        wait_for(lambda: dep.finished() >= n or not daemon.alive(), timeout,
+        wait_for(lambda: sum(finished()) >= n or not daemon.alive(), timeout,
                  f"{n} files processed by the daemon", interval=0.1)
         wall = time.monotonic() - s0.at
         s1, e1 = daemon.sample(), emu.sample()
     finally:
         daemon.stop()
-    counts = dep.ledger_counts()
+    ok, failed = finished()
     return Run(wall=wall, cpu=s1.cpu - s0.cpu, peak_rss_mb=s1.peak_rss_mb,
-               emulator_cpu=e1.cpu - e0.cpu, done=counts.get("DONE", 0),
-               failed=counts.get("FAILED", 0))
+               emulator_cpu=e1.cpu - e0.cpu, done=ok, failed=failed)
 
 
 def start_naive(emu: EmulatorProc, dep: Deployment, interval: float) -> ScriptProc:

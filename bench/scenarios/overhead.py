@@ -2,16 +2,23 @@
 
 The emulator answers at once with no limits; N files of S seconds (16 kHz mono wav, unique tone
 content) are dropped into an idle daemon at once. Target: daemon files/s >= 0.5 x the floor's.
+Where a PostgreSQL server can be started (or ``MIMO_WATCHD_TEST_DSN`` names one), the daemon
+runs once more with the fleet's ledger (``ledger.backend: postgres``): the claim path's cost
+per file (claim, lease checks, fenced plan and finish, the shared rate limiter) next to SQLite's.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from bench.floor import write_bodies
 from bench.harness import Deployment, EmulatorProc, link_tree, make_audio, scratch
 from bench.report import Section, Table, fmt, ratio
-from bench.scenarios.common import run_daemon_batch, run_floor, run_naive_batch
+from bench.scenarios.common import Run, run_daemon_batch, run_floor, run_naive_batch
+from bench.scenarios.fleet import fleet_database
+from tests import pgserver
 
 NAME = "overhead"
 TARGET = 0.5
@@ -38,6 +45,7 @@ def run(args: argparse.Namespace) -> Section:
             dep.write_config(emu.url, concurrency=conc)
             link_tree(src, root / "staged-daemon")
             daemon = run_daemon_batch(emu, dep, root / "staged-daemon", n)
+        fleet = _postgres_batch(src, root, n, conc) if _can_postgres() else None
         with EmulatorProc() as emu:
             ndep = Deployment(root / "naive")
             link_tree(src, root / "staged-naive")
@@ -54,6 +62,16 @@ def run(args: argparse.Namespace) -> Section:
     t.add("peak RSS MB", daemon.peak_rss_mb, naive.peak_rss_mb, "-", "", "")
     t.add("done / failed", f"{daemon.done} / {daemon.failed}", f"{naive.done} / 0",
           f"{floor['ok']} / {floor['requests'] - floor['ok']}", "", "")
+    if fleet is not None:
+        p_rate = n / fleet.wall
+        t.add("daemon with the PostgreSQL ledger: files/s", p_rate, "", "", ratio(p_rate, f_rate),
+              "")
+        t.add("PostgreSQL ÷ SQLite ledger: wall ms/file", 1000 * fleet.wall / n,
+              1000 * daemon.wall / n, "", ratio(fleet.wall, daemon.wall), "")
+        t.add("PostgreSQL ÷ SQLite ledger: client CPU ms/file", 1000 * fleet.cpu / n, d_cpu, "",
+              ratio(1000 * fleet.cpu / n, d_cpu), "")
+        t.add("PostgreSQL ledger: done / failed", f"{fleet.done} / {fleet.failed}", "", "", "",
+              "")
     got = d_rate / f_rate
     ok = got >= TARGET and daemon.done == n
     verdict = (f"target daemon ÷ floor files/s >= {TARGET}: {fmt(got)} - "
@@ -63,5 +81,36 @@ def run(args: argparse.Namespace) -> Section:
              f"Daemon and floor: max_concurrency {conc}; naive: sequential, polling every 1 s. "
              "Wall time from the drop to the last file finished (daemon: ledger DONE+FAILED; "
              "naive: its .txt files); CPU from /proc/PID/stat over the same interval; the "
-             "emulator's CPU is its own process's.")
+             "emulator's CPU is its own process's. The PostgreSQL rows: the same daemon with "
+             "ledger.backend postgres on a throwaway local server (Unix socket), first column "
+             "PostgreSQL, second SQLite; the server's own CPU is not counted."
+             if fleet is not None else "emulator's CPU is its own process's (no PostgreSQL "
+             "server here: the fleet ledger was not measured).")
     return Section(NAME, "Overhead (no latency, no limits)", setup, [t], [verdict], ok=ok)
+
+
+def _can_postgres() -> bool:
+    return bool(os.environ.get(pgserver.TEST_DSN_ENV)) or pgserver.binaries() is not None
+
+
+def _postgres_batch(src: Path, root: Path, n: int, conc: int) -> Run:
+    """The daemon's batch again, its ledger in PostgreSQL (one host)."""
+    with fleet_database() as dsn, EmulatorProc() as emu:
+        dep = Deployment(root / "postgres")
+        dep.write_config(emu.url, concurrency=conc,
+                         ledger={"backend": "postgres", "host_id": "bench"})
+        link_tree(src, root / "staged-postgres")
+        os.environ["MIMO_WATCHD_DSN"] = dsn
+        try:
+            return run_daemon_batch(emu, dep, root / "staged-postgres", n,
+                                    done=lambda: _finished(dsn))
+        finally:
+            os.environ.pop("MIMO_WATCHD_DSN", None)
+
+
+def _finished(dsn: str) -> tuple[int, int]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        rows = dict(db.execute("SELECT state, count(*) FROM mw_jobs GROUP BY state").fetchall())
+    return int(rows.get("DONE", 0)), int(rows.get("FAILED", 0))

@@ -20,10 +20,12 @@ from mimo_watchd.config.loader import (
 from mimo_watchd.config.schema import Opt, option, section
 from mimo_watchd.config.secrets import (
     CREDENTIAL_NAME,
+    DSN_CREDENTIAL_NAME,
     Secret,
     effective_base_url,
     redact,
     resolve_api_key,
+    resolve_dsn,
 )
 from mimo_watchd.config.settings import (
     AUDIO_EXTENSIONS,
@@ -33,6 +35,7 @@ from mimo_watchd.config.settings import (
     ApiSettings,
     AudioSettings,
     HookSettings,
+    LedgerSettings,
     LogSettings,
     MetricsSettings,
     NotifySettings,
@@ -48,10 +51,12 @@ __all__ = [
     "CREDENTIAL_NAME",
     "DEFAULT_BASE_URL",
     "DEFAULT_INCLUDE",
+    "DSN_CREDENTIAL_NAME",
     "SCHEMA",
     "ApiSettings",
     "AudioSettings",
     "HookSettings",
+    "LedgerSettings",
     "LogSettings",
     "MetricsSettings",
     "NotifySettings",
@@ -72,5 +77,6 @@ __all__ = [
     "redact",
     "require_consistent",
     "resolve_api_key",
+    "resolve_dsn",
     "section",
 ]

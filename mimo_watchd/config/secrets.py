@@ -1,6 +1,7 @@
-"""The API key and what the environment overrides: ``Secret``, ``redact``, key resolution.
+"""The secrets and what the environment overrides: ``Secret``, ``redact``, finding the API key
+and the PostgreSQL connection string.
 
-Every key ever wrapped in a ``Secret`` is remembered so that ``redact`` can scrub it from
+Every secret ever wrapped in a ``Secret`` is remembered so that ``redact`` can scrub it from
 anything written out (log lines, error files), in case an error message or a body echoes it.
 """
 
@@ -11,10 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mimo_watchd.config.settings import ApiSettings
+from mimo_watchd.config.settings import ApiSettings, LedgerSettings
 from mimo_watchd.errors import ConfigError
 
 CREDENTIAL_NAME = "mimo-api-key"
+DSN_CREDENTIAL_NAME = "mimo-watchd-dsn"
 
 _KNOWN_SECRETS: set[str] = set()
 
@@ -76,6 +78,25 @@ def resolve_api_key(api: ApiSettings, env: Mapping[str, str] | None = None) -> S
             return Secret(_read_key(cred, "systemd credential"))
         tried.append(f"no {CREDENTIAL_NAME} in $CREDENTIALS_DIRECTORY")
     raise ConfigError([f"api: no API key ({'; '.join(tried)})"])
+
+
+def resolve_dsn(ledger: LedgerSettings, env: Mapping[str, str] | None = None) -> Secret:
+    """Finds the PostgreSQL connection string: ledger.dsn_file, then the environment variable,
+    then the systemd credential (as the API key is found)."""
+    env = os.environ if env is None else env
+    if ledger.dsn_file is not None:
+        return Secret(_read_key(ledger.dsn_file, "ledger.dsn_file"))
+    value = env.get(ledger.dsn_env, "").strip()
+    if value:
+        return Secret(value)
+    tried = [f"${ledger.dsn_env} is not set"]
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        cred = Path(cred_dir) / DSN_CREDENTIAL_NAME
+        if cred.exists():
+            return Secret(_read_key(cred, "systemd credential"))
+        tried.append(f"no {DSN_CREDENTIAL_NAME} in $CREDENTIALS_DIRECTORY")
+    raise ConfigError([f"ledger: backend postgres needs a connection string ({'; '.join(tried)})"])
 
 
 def _read_key(path: Path, what: str) -> str:

@@ -313,6 +313,32 @@ class MetricsSettings:
 
 
 @settings_class
+class LedgerSettings:
+    backend: str = option(
+        default="sqlite", choices=("sqlite", "postgres"),
+        help="sqlite: one file under state_dir, for one host; postgres: one database shared by "
+        "a fleet of hosts (one inbox, one budget, every file paid once; needs the [postgres] "
+        "extra)")
+    dsn_env: str = option(
+        default="MIMO_WATCHD_DSN",
+        help="postgres: environment variable holding the connection string (a secret, like "
+        "the API key: never logged)")
+    dsn_file: Path | None = option(
+        default=None, example="/etc/mimo-watchd/dsn",
+        help="postgres: file holding the connection string (instead of the environment); "
+        "$CREDENTIALS_DIRECTORY/mimo-watchd-dsn is also tried")
+    host_id: str | None = option(
+        default=None, example="transcriber-1",
+        help="postgres: this daemon's name in the fleet, unique per daemon (default: the "
+        "hostname)")
+    lease_seconds: float = option(
+        default=60.0, minimum=5.0, maximum=3600.0,
+        help="postgres: how long a claim on a file outlives its holder's last renewal (renewed "
+        "every third of it, and extended to cover each request before it is sent); a host "
+        "that dies has its files taken over after this long")
+
+
+@settings_class
 class Settings:
     api: ApiSettings = section(default_factory=ApiSettings, help="how to reach the MiMo API")
     audio: AudioSettings = section(
@@ -355,6 +381,8 @@ class Settings:
         default=900.0, minimum=0.5,
         help="a job making no progress this long counts as hung: health turns bad and systemd "
         "watchdog pings stop")
+    ledger: LedgerSettings = section(
+        default_factory=LedgerSettings, help="where jobs and paid answers are recorded")
     log: LogSettings = section(default_factory=LogSettings, help="logging")
     metrics: MetricsSettings = section(
         default_factory=MetricsSettings, help="Prometheus metrics and health endpoint")

@@ -23,8 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 from mimo_watchd import backoff
+from mimo_watchd.config import ApiSettings, Secret
 from mimo_watchd.errors import LedgerFullError
 from mimo_watchd.ledger.interface import Billed, Job, Ledger, State
+from mimo_watchd.ratelimit import RateLimiter
 
 _FIRST_RETRY = 1.0  # seconds before space is first looked for again
 
@@ -209,6 +211,18 @@ class GuardedLedger:
 
     def jobs(self, state: State | None = None) -> list[Job]:
         return self.inner.jobs(state)
+
+    def taken_elsewhere(self, job: Job) -> Job | None:
+        return self.inner.taken_elsewhere(job)
+
+    def ensure_held(self, job_id: int, seconds: float = 0.0) -> None:
+        self.inner.ensure_held(job_id, seconds)
+
+    def fleet(self) -> dict[str, Any] | None:
+        return self.inner.fleet()
+
+    def shared_limiter(self, api: ApiSettings, key: Secret) -> RateLimiter | None:
+        return self.inner.shared_limiter(api, key)
 
     def verify(self) -> None:
         self.inner.verify()

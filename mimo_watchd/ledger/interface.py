@@ -8,14 +8,21 @@ are recorded *before* they are written, so recovery after a crash finishes the s
 
 Every implementation raises :class:`~mimo_watchd.errors.LedgerError` for a failure of its
 storage, and nothing else of its driver's: ``LedgerFullError`` when there is no space left for
-a write, ``LedgerLostError`` when the storage is corrupt or was deleted or replaced.
+a write, ``LedgerLostError`` when the storage is corrupt or was deleted or replaced. A ledger
+shared by a fleet (PostgreSQL) also raises :class:`~mimo_watchd.errors.LeaseLostError` from the
+calls on a claimed job once this process no longer holds (or cannot show it holds) that job's
+claim.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mimo_watchd.config import ApiSettings, Secret
+    from mimo_watchd.ratelimit import RateLimiter
 
 
 class State(StrEnum):
@@ -73,6 +80,10 @@ class Ledger(Protocol):
     def done_with_content(self, sha256: str, *, exclude_id: int | None = None) -> Job | None:
         """The newest DONE job that transcribed this content (for the duplicate policy)."""
 
+    def taken_elsewhere(self, job: Job) -> Job | None:
+        """The job (of another host) that already finished this very file, which is why it is
+        gone here; None when nobody else can have taken it (one host)."""
+
     # --- the work loop
     def claim(self, now: float | None = None, *, one_per_content: bool = True) -> Job | None:
         """Takes the oldest due QUEUED job and marks it PROCESSING (one attempt more).
@@ -95,6 +106,10 @@ class Ledger(Protocol):
 
     def set_plan(self, job_id: int, plan: dict[str, Any], result: dict[str, Any]) -> None:
         """Records, durably, where the outputs will go and what they hold, before writing."""
+
+    def ensure_held(self, job_id: int, seconds: float = 0.0) -> None:
+        """Before a request or a write for a claimed job: raises LeaseLostError unless this
+        process holds the job's claim for ``seconds`` more (one host: always)."""
 
     def finish(self, job_id: int, state: State, *, final_path: str | None, outcome: str,
                error: str | None = None, error_doc: dict[str, Any] | None = None) -> None:
@@ -134,6 +149,14 @@ class Ledger(Protocol):
 
     def jobs(self, state: State | None = None) -> list[Job]:
         """Every job (in this state), oldest first."""
+
+    def fleet(self) -> dict[str, Any] | None:
+        """The hosts sharing this ledger, their jobs in flight and the shared queue (None for
+        a ledger of one host)."""
+
+    def shared_limiter(self, api: ApiSettings, key: Secret) -> RateLimiter | None:
+        """The rate limiter (at ``api``'s limits) every process of ``key``'s account shares
+        through this ledger (None: one host, each client limits itself)."""
 
     # --- health
     def verify(self) -> None:

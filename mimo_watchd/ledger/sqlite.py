@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from mimo_watchd.config import ApiSettings, Secret
 from mimo_watchd.errors import LedgerError, LedgerFullError, LedgerLostError
 from mimo_watchd.ledger.interface import Billed, Job, State
+from mimo_watchd.ratelimit import RateLimiter
 
 LEDGER_FILE = "ledger.sqlite3"
 SCHEMA_VERSION = 3  # 2: jobs.interruptions; 3: jobs.retry_delay
@@ -328,6 +330,10 @@ class SqliteLedger:
         return self._one("SELECT * FROM jobs WHERE sha256=? AND state='DONE' AND id IS NOT ? "
                          "AND result_json IS NOT NULL ORDER BY id DESC", (sha256, exclude_id))
 
+    def taken_elsewhere(self, job: Job) -> Job | None:
+        """One daemon owns this ledger: nobody else moves its files."""
+        return None
+
     # --- the work loop ------------------------------------------------------------------
 
     def claim(self, now: float | None = None, *, one_per_content: bool = True) -> Job | None:
@@ -381,6 +387,9 @@ class SqliteLedger:
                        "last_error=?, attempts=MAX(0, attempts-?), updated_at=? WHERE id=?",
                        (now + delay, delay, _text(error), 1 if refund_attempt else 0, now,
                         job_id))
+
+    def ensure_held(self, job_id: int, seconds: float = 0.0) -> None:
+        """One daemon owns this ledger (the state folder's lock): its jobs stay its own."""
 
     def set_plan(self, job_id: int, plan: dict[str, Any], result: dict[str, Any]) -> None:
         with self._tx(durable=True) as db:
@@ -470,3 +479,11 @@ class SqliteLedger:
         if state is not None:
             sql, args = sql + " WHERE state=?", (str(state),)
         return [_job(r) for r in self._rows(sql + " ORDER BY id", args)]
+
+    def fleet(self) -> dict[str, Any] | None:
+        """A ledger of one host."""
+        return None
+
+    def shared_limiter(self, api: ApiSettings, key: Secret) -> RateLimiter | None:
+        """One host: each client limits itself."""
+        return None
