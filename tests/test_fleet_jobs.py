@@ -35,13 +35,13 @@ class SendingTranscriber(FakeTranscriber):
         self.after_paying: Any = None
 
     def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
-                   on_chunk: Any) -> TranscriptResult:
+                   on_chunk: Any, subtitles: bool = False) -> TranscriptResult:
         if self.before_send is not None:
             self.before_send()
         if journal.lookup("0.000-1.000") is None:
             claimguard.before_send(30.0)
         result = super().transcribe(source, sha256=sha256, language=language, journal=journal,
-                                    on_chunk=on_chunk)
+                                    on_chunk=on_chunk, subtitles=subtitles)
         if self.after_paying is not None:
             self.after_paying()
         return result

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mimo_watchd.config import Secret
+from mimo_watchd.config import Secret, default_api_settings
 from mimo_watchd.errors import LedgerError
 from mimo_watchd.ledger import Job, Ledger, SqliteLedger, State, open_ledger
 
@@ -41,8 +41,7 @@ CALLS: dict[str, dict[str, Any]] = {
     "recent_failures": {},
     "jobs": {},
     "fleet": {},
-    "shared_limiter": {"requests_per_minute": 1, "tokens_per_minute": 100,
-                       "key": Secret("sk-boundary")},
+    "shared_limiter": {"api": default_api_settings(), "key": Secret("sk-boundary")},
     "verify": {},
     "close": {},
 }
