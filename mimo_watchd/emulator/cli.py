@@ -25,7 +25,8 @@ from mimo_watchd.emulator.server import Emulator
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--port", type=int, default=8765,
+                        help="port to listen on (default %(default)s; 0 picks a free port)")
     parser.add_argument("--base-path", default="/v1", help="API prefix (default %(default)s)")
     parser.add_argument("--model", default="mimo-v2.5-asr", help="the one model accepted")
     parser.add_argument(
@@ -57,8 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="past this much audio in one request, drop 22.9 %% of the words, as measured for "
         "the model (default %(default)g; 0 = never)",
     )
-    parser.add_argument("--max-concurrency", type=int, default=0, help="0 = no cap")
-    parser.add_argument("--max-b64-chars", type=int, default=10_000_000)
+    parser.add_argument("--max-concurrency", type=int, default=0,
+                        help="requests in flight at once before 429 (default 0: no cap)")
+    parser.add_argument("--max-b64-chars", type=int, default=10_000_000,
+                        help="largest base64 audio in one request, in characters (default "
+                             "%(default)s: the documented 10 MB)")
     parser.add_argument(
         "--fault",
         action="append",
