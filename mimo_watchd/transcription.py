@@ -146,7 +146,10 @@ def paid_usages(chunks: list[ChunkResult]) -> list[dict[str, Any]]:
 def sum_usage(chunks: list[ChunkResult]) -> dict[str, Any]:
     """What every paid answer of a file reported (``paid_usages``), summed: each field is the
     sum of the values the answers gave (kept as sent, so 4.6 + 4 is 8.6), or None when none
-    gave it; ``complete`` says whether every answer gave every field."""
+    gave it; ``complete`` says whether every answer gave every field. A file with no paid
+    answer (no speech: nothing sent) paid nothing: every field is 0."""
+    if not paid_usages(chunks):
+        return {**dict.fromkeys(USAGE_FIELDS, 0), "complete": True}
     known: dict[str, list[int | float]] = {k: [] for k in USAGE_FIELDS}
     complete = True
     for usage in paid_usages(chunks):

@@ -124,3 +124,9 @@ def test_the_sidecar_says_why_a_chunk_was_re_split_and_what_was_paid() -> None:
     assert doc["cost"]["billed_seconds"] == 12 and doc["cost"]["complete"] is False
     assert record.log_fields()["api_calls"] == 4 and record.log_fields()["usage_complete"] is False
     assert Transcribed.from_json(json.loads(json.dumps(doc))).to_json() == doc
+
+
+def test_a_file_with_no_paid_answer_sums_to_nothing_paid() -> None:
+    """A file sent nowhere (no speech) paid nothing: every usage field is 0, and complete."""
+    assert sum_usage([]) == {"seconds": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                             "total_tokens": 0, "audio_tokens": 0, "complete": True}
