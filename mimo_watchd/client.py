@@ -32,6 +32,7 @@ from mimo_watchd.protocol import (
     retry_after_seconds,
 )
 from mimo_watchd.ratelimit import RateLimiter, Reservation
+from mimo_watchd.runclock import RUN_CLOCK
 
 log = structlog.get_logger("mimo_watchd.client")
 
@@ -153,30 +154,10 @@ class MimoClient:
             raise TransientApiError("client is shutting down")
         try:
             claimguard.before_send(budget)  # a fleet's job: still ours for the whole request
-            deadline = time.monotonic() + budget
-            try:
-                with self._http.stream("POST", self.url, content=body, headers=self._headers(),
-                                       timeout=timeout) as resp:
-                    if resp.status_code != 200:
-                        text = _read_limited(resp, deadline)
-                        raise classify(resp.status_code, text,
-                                       retry_after=retry_after_seconds(
-                                           resp.headers.get("retry-after"), time.time()),
-                                       location=resp.headers.get("location"),
-                                       secrets=[self._key.reveal()])
-                    ctype = resp.headers.get("content-type", "")
-                    if self.api.stream or "text/event-stream" in ctype:
-                        raw = assemble_sse(_lines(resp, deadline))
-                    else:
-                        raw = parse_json_answer(_read_limited(resp, deadline, limit=None))
-            except ApiError as exc:
-                # An error status (or error event) was not charged; an answer that arrived
-                # broken (status 200) was: its model ran, so its reservation stays.
-                if exc.status is not None and exc.status != 200:
-                    self._uncharged(reservation, exc)
-                raise
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise translated(exc, self.host) from exc
+            # The deadline is judged in time the process could run (``runclock``): stopped past
+            # it while the answer arrived, it still reads that answer (paid) when it runs again.
+            with RUN_CLOCK:
+                raw = self._exchange(body, timeout, RUN_CLOCK.now() + budget, reservation)
             if isinstance(raw.get("error"), dict):
                 self.limiter.refund(reservation)  # an error inside a 200 is not charged either
             else:
@@ -188,6 +169,32 @@ class MimoClient:
             on_response(raw)
         return raw
 
+    def _exchange(self, body: bytes, timeout: httpx.Timeout, deadline: float,
+                  reservation: Reservation) -> dict[str, Any]:
+        """One HTTP exchange: the answer's JSON (a stream assembled), or the error it is."""
+        try:
+            with self._http.stream("POST", self.url, content=body, headers=self._headers(),
+                                   timeout=timeout) as resp:
+                if resp.status_code != 200:
+                    text = _read_limited(resp, deadline)
+                    raise classify(resp.status_code, text,
+                                   retry_after=retry_after_seconds(
+                                       resp.headers.get("retry-after"), time.time()),
+                                   location=resp.headers.get("location"),
+                                   secrets=[self._key.reveal()])
+                ctype = resp.headers.get("content-type", "")
+                if self.api.stream or "text/event-stream" in ctype:
+                    return assemble_sse(_lines(resp, deadline))
+                return parse_json_answer(_read_limited(resp, deadline, limit=None))
+        except ApiError as exc:
+            # An error status (or error event) was not charged; an answer that arrived
+            # broken (status 200) was: its model ran, so its reservation stays.
+            if exc.status is not None and exc.status != 200:
+                self._uncharged(reservation, exc)
+            raise
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise translated(exc, self.host) from exc
+
     def _uncharged(self, reservation: Reservation, exc: ApiError) -> None:
         """Give back what an error answer did not cost; a 429 holds every request."""
         if isinstance(exc, RateLimitedError):
@@ -197,7 +204,7 @@ class MimoClient:
 
 
 def _check_deadline(deadline: float) -> None:
-    if time.monotonic() > deadline:
+    if RUN_CLOCK.now() > deadline:
         raise TransientApiError("timed out (response took longer than its deadline)")
 
 
