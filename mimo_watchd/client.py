@@ -26,6 +26,7 @@ from mimo_watchd.protocol import (
     Transcript,
     assemble_sse,
     classify,
+    error_in_body,
     parse_completion,
     parse_json_answer,
     request_body,
@@ -158,11 +159,8 @@ class MimoClient:
             # it while the answer arrived, it still reads that answer (paid) when it runs again.
             with RUN_CLOCK:
                 raw = self._exchange(body, timeout, RUN_CLOCK.now() + budget, reservation)
-            if isinstance(raw.get("error"), dict):
-                self.limiter.refund(reservation)  # an error inside a 200 is not charged either
-            else:
-                usage = raw.get("usage")
-                self.limiter.settle(reservation, usage if isinstance(usage, dict) else None)
+            usage = raw.get("usage")
+            self.limiter.settle(reservation, usage if isinstance(usage, dict) else None)
         finally:
             self.limiter.release(reservation)
         if on_response is not None:
@@ -185,7 +183,13 @@ class MimoClient:
                 ctype = resp.headers.get("content-type", "")
                 if self.api.stream or "text/event-stream" in ctype:
                     return assemble_sse(_lines(resp, deadline))
-                return parse_json_answer(_read_limited(resp, deadline, limit=None))
+                raw = parse_json_answer(_read_limited(resp, deadline, limit=None))
+                # s.7: an error body inside a 200 is that status's error (classified by its
+                # code): never journaled as a paid answer, and a 429 holds every request.
+                error = error_in_body(raw)
+                if error is not None:
+                    raise error
+                return raw
         except ApiError as exc:
             # An error status (or error event) was not charged; an answer that arrived
             # broken (status 200) was: its model ran, so its reservation stays.
