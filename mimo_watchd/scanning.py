@@ -28,10 +28,12 @@ def scan(
     *,
     below: Path | None = None,
     on_error: Callable[[OSError], None] | None = None,
+    on_skip: Callable[[Path], None] | None = None,
 ) -> Iterator[Path]:
     """Every candidate regular file now in the watch (or in its folder ``below``), safely walked.
 
-    ``on_error`` hears of folders that exist but cannot be read (vanished ones are skipped).
+    ``on_error`` hears of folders that exist but cannot be read (vanished ones are skipped);
+    ``on_skip`` of each regular file in a folder walked that the name rules do not take.
     """
     rel = "" if below is None else relative_to(watch.path, below)
     if rel is None or (rel and not takes_folder(watch, rel)):
@@ -48,7 +50,7 @@ def scan(
         while stack:
             fd, dir_rel, pending = stack[-1]
             if pending is None:
-                files, subdirs = _listing(fd, dir_rel, watch, on_error)
+                files, subdirs = _listing(fd, dir_rel, watch, on_error, on_skip)
                 stack[-1] = (fd, dir_rel, subdirs)
                 yield from files
             elif pending:
@@ -92,7 +94,8 @@ def prefixes(rel: str) -> Iterator[str]:
 
 
 def _listing(
-    fd: int, rel: str, watch: WatchSettings, on_error: Callable[[OSError], None] | None
+    fd: int, rel: str, watch: WatchSettings, on_error: Callable[[OSError], None] | None,
+    on_skip: Callable[[Path], None] | None = None,
 ) -> tuple[list[Path], list[str]]:
     """The candidate files and the sub-folders to enter of the open folder ``fd``."""
     filt = rules(watch)
@@ -107,8 +110,11 @@ def _listing(
                     if entry.is_dir(follow_symlinks=False):
                         if filt.takes_dir(child):
                             subdirs.append(entry.name)
-                    elif entry.is_file(follow_symlinks=False) and filt.takes_leaf(child):
-                        files.append(watch.path / child)
+                    elif entry.is_file(follow_symlinks=False):
+                        if filt.takes_leaf(child):
+                            files.append(watch.path / child)
+                        elif on_skip is not None:
+                            on_skip(watch.path / child)
                 except OSError:
                     continue  # vanished between readdir and the fallback stat
     except OSError as exc:

@@ -17,7 +17,8 @@ How nothing is missed:
 
 Scans never leave the tree and never take symlinks, FIFOs or devices: see
 :mod:`mimo_watchd.scanning`. Names are filtered by :mod:`mimo_watchd.names`; a file an event
-announces that the rules do not take is reported once to ``on_ignored`` with the reason.
+announces or a scan finds that the rules do not take is reported once to ``on_ignored`` with
+the reason.
 
 ``status()`` says per watch whether it is ``busy``: a scan queued or running, or events its
 observer has not passed on yet; with ``polls``, the poll rounds a polling watch completed.
@@ -462,7 +463,8 @@ class WatchSet:
         count = 0
         self._count(w, +1)
         try:
-            for path in scan(w.watch, below=below, on_error=failed):
+            for path in scan(w.watch, below=below, on_error=failed,
+                             on_skip=lambda p: self._ignored(w.watch, p)):
                 if self._stopping.is_set():
                     break  # a scan of a huge tree must not hold up stop()
                 self._emit(Arrival(w.watch, path, event, time.monotonic()))

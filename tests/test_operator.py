@@ -176,9 +176,11 @@ def test_check_refuses_a_hook_whose_program_cannot_run(emu: Emulator, layout: De
 def test_files_the_watch_does_not_take_are_logged_once_and_counted(
         emu: Emulator, layout: Deployment) -> None:
     """A file the include globs do not match, and a sender's temp name, are each logged once
-    at debug (intake.ignored, with the reason) however often they change, and counted."""
+    at debug (intake.ignored, with the reason) however often they change, and counted; so is
+    one only the scan at start finds."""
     port = _free_port()
     layout.write_config(emu.url, metrics={"listen": f"127.0.0.1:{port}"})
+    (layout.inbox / "readme.md").write_text("there before the daemon\n")
     d = DaemonProcess(layout)
     try:
         d.wait_ready()
@@ -192,7 +194,8 @@ def test_files_the_watch_does_not_take_are_logged_once_and_counted(
     assert ignored == [
         (str(layout.inbox / "call.wav.part"),
          "a hidden or temporary name (a file still being written)", "debug"),
-        (str(layout.inbox / "notes.txt"), "not matched by include", "debug")]
+        (str(layout.inbox / "notes.txt"), "not matched by include", "debug"),
+        (str(layout.inbox / "readme.md"), "not matched by include", "debug")]
 
 
 def test_ignored_files_are_counted_in_the_metrics(emu: Emulator, layout: Deployment) -> None:

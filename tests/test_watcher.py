@@ -240,11 +240,17 @@ def test_scan_takes_regular_files_only_and_never_leaves_the_tree(dirs: dict[str,
     (root / "link-in.wav").symlink_to(root / "a.wav")
     (root / "linked-dir").symlink_to(outside / "inner")
     os.mkfifo(root / "pipe.wav")
+    skipped: list[Path] = []
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(root / "sock.wav"))
         found = sorted(p.relative_to(root).as_posix()
-                       for p in scan(make_watch(root, exclude=("processed",))))
+                       for p in scan(make_watch(root, exclude=("processed",)),
+                                     on_skip=skipped.append))
     assert found == ["a.wav", "sub/b.mp3", "sub/deeper/c.m4a"]
+    # Regular files in the folders walked that the name rules do not take are reported (to be
+    # logged once); files in folders not entered, links and special files are not.
+    assert sorted(p.relative_to(root).as_posix() for p in skipped) == [
+        "notes.txt", "sub/.x.wav.AbCdEf", "sub/d.wav.part"]
 
 
 def test_scan_skips_folders_that_vanish_mid_walk(dirs: dict[str, Path]) -> None:
