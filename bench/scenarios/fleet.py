@@ -93,7 +93,8 @@ def _members(root: Path, share: Path, emu: EmulatorProc, count: int, conc: int,
                                                 share / "failed")
         for folder in (dep.inbox, dep.processed, dep.failed):
             folder.mkdir(parents=True, exist_ok=True)
-        extra = {} if ledger is None else {"ledger": {**ledger, "host_id": f"host{i}"}}
+        extra: dict[str, Any] = (
+            {} if ledger is None else {"ledger": {**ledger, "host_id": f"host{i}"}})
         dep.write_config(emu.url, rpm=RPM, tpm=TPM, concurrency=conc, **extra)
         members.append(dep)
     return members

@@ -87,7 +87,8 @@ def first_request(root: Path, files: list[Path], audio: dict[str, Any]) -> list[
     """Seconds from dropping ``files`` into an idle daemon to each one's first request."""
     with EmulatorProc(latency_scale=1.0) as emu:
         dep = Deployment(root)
-        dep.write_config(emu.url, **({"audio": audio} if audio else {}))
+        extra: dict[str, Any] = {"audio": audio} if audio else {}
+        dep.write_config(emu.url, **extra)
         staged = root / "staged"
         staged.mkdir()
         for f in files:
@@ -127,8 +128,8 @@ def whole(root: Path, source: Path, audio: dict[str, Any], conc: int, *,
     account: dict[str, Any] = {"rpm": RPM, "tpm": TPM} if limits else {}
     with EmulatorProc(latency_scale=1.0, **account) as emu:
         dep = Deployment(root)
-        dep.write_config(emu.url, concurrency=conc, **account,
-                         **({"audio": audio} if audio else {}))
+        extra: dict[str, Any] = {"audio": audio} if audio else {}
+        dep.write_config(emu.url, concurrency=conc, **account, **extra)
         staged = root / "staged"
         staged.mkdir()
         os.link(source, staged / source.name)

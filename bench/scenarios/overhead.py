@@ -112,5 +112,6 @@ def _finished(dsn: str) -> tuple[int, int]:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as db:
-        rows = dict(db.execute("SELECT state, count(*) FROM mw_jobs GROUP BY state").fetchall())
+        query = "SELECT state, count(*) FROM mw_jobs GROUP BY state"
+        rows: dict[str, int] = dict(db.execute(query).fetchall())
     return int(rows.get("DONE", 0)), int(rows.get("FAILED", 0))

@@ -147,7 +147,8 @@ def _daemon(root: Path, source: Path, corpus: list[Voicemail], **audio: Any) -> 
     by_name = {v.name: v for v in corpus}
     with EmulatorProc() as emu:
         dep = Deployment(root)
-        dep.write_config(emu.url, **({"audio": audio} if audio else {}))
+        settings: dict[str, Any] = {"audio": audio} if audio else {}
+        dep.write_config(emu.url, **settings)
         staged = root / "staged"
         link_tree(source, staged)
         run = run_daemon_batch(emu, dep, staged, len(corpus), timeout=1800)
