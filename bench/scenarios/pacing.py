@@ -13,7 +13,8 @@ Xiaomi's example) and its latency model:
   flight, knowing when the account counted each request.
 
 Workloads: ``rpm`` (many 5 s files: the request limit binds under both rules), ``tpm`` (120 s
-files of dense speech) and ``long`` (20-minute files, cut by the daemon into <= 300 s chunks):
+files of dense speech) and ``long`` (20-minute files), both cut by the daemon into clips of at
+most 60 s:
 the token limit binds. Targets: no 429 in any run; sustained throughput (answered per minute
 from the first request to the last answer) >= 0.97 of the oracle's; wall time (from the drop,
 or the oracle's start, to the last answer) >= 0.95 of it.
@@ -289,8 +290,8 @@ def _setup(args: argparse.Namespace) -> str:
         "account counted each request (read from the emulator), against a fresh emulator of "
         "its own. rpm: 5 s tone files (the request limit binds under both rules: 100 requests "
         "cost 7,800 tokens at most). tpm: 120 s of dense tone speech per file (1,371 tokens "
-        "total, 771 prompt). long: 20-minute files, cut by the daemon's planner into chunks of "
-        "271-292 s (~3,100-3,300 tokens total) and one of 75 s. Sustained: answered requests "
+        "total, 771 prompt), cut into clips of at most 60 s. long: 20-minute files, cut into "
+        "clips of at most 60 s (~700 tokens total each). Sustained: answered requests "
         "(rpm) or audio seconds (tpm, long) per minute from the first request to the last "
         "answer (what pacing decides; the time before the first request is preparing audio; "
         "a sliding window lets a window's worth go at once, so 400 requests take three "
