@@ -66,6 +66,7 @@ from mimo_watchd.messaging import Messenger
 from mimo_watchd.metrics import Metrics, MetricsServer, serve
 from mimo_watchd.notify import Notifier, WatchdogPinger
 from mimo_watchd.pausegate import PauseGate
+from mimo_watchd.prepgate import PrepareGate
 from mimo_watchd.scheduler import Scheduler
 from mimo_watchd.settle import Settler
 from mimo_watchd.transcription import ClientTranscriber
@@ -109,6 +110,8 @@ class Daemon:
             raise
         self.bill = Bill(days.zone(settings.timezone))
         self.clients = Clients(self._new_client(settings, self.key))
+        # Every job's clips are decoded through one gate: the CPUs' share (prepgate).
+        self.prepare_gate = PrepareGate()
         # Held while a reload swaps settings and client, and while a job's context is taken.
         self.config_lock = threading.Lock()
         self.gate = PauseGate(settings.pause_probe_seconds)
@@ -363,8 +366,8 @@ class Daemon:
             settings, client = self.settings, self.clients.acquire()
         ctx = JobContext(
             settings=settings, watch=watch, ledger=self.ledger,
-            transcriber=ClientTranscriber(client, settings.audio), hooks=self.hooks,
-            metrics=self.metrics, started_at=self.started,
+            transcriber=ClientTranscriber(client, settings.audio, self.prepare_gate),
+            hooks=self.hooks, metrics=self.metrics, started_at=self.started,
             progress=lambda: self.health.progressed(job.id), messages=self.messenger,
             bill=self.bill)
         return ctx, client

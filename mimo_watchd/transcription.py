@@ -37,6 +37,7 @@ from mimo_watchd.errors import ApiError, AudioError, OutputTruncatedError, Trans
 from mimo_watchd.fsutil import sha256_file
 from mimo_watchd.inputs import InputFile
 from mimo_watchd.looping import find_loop
+from mimo_watchd.prepgate import PrepareGate
 from mimo_watchd.protocol import (
     USAGE_FIELDS,
     Transcript,
@@ -215,16 +216,23 @@ def _name_clip(exc: ApiError | AudioError, index: int, start: float, end: float)
 
 
 class FileTranscriber:
-    """Transcribes one file; the clip pool is bounded by the client's concurrency."""
+    """Transcribes one file; the clip pool is bounded by the client's concurrency, and the
+    clips are prepared through ``gate`` (shared by every file a process works on: the CPU's
+    share, ``prepgate``; by default one of this transcriber's own)."""
 
     def __init__(self, client: MimoClient, audio: AudioSettings, *, language: str,
                  journal: Journal | None = None,
-                 on_chunk: Callable[[ChunkResult], None] | None = None) -> None:
+                 on_chunk: Callable[[ChunkResult], None] | None = None,
+                 gate: PrepareGate | None = None) -> None:
         self.client = client
         self.params = audio_params(audio, client.api.max_request_b64_chars)
         self.language = language
         self.journal = journal
         self.on_chunk = on_chunk
+        self.gate = gate or PrepareGate()
+
+    def _stopping(self) -> bool:
+        return bool(self.client.stopping)
 
     def run(self, source: Source, *, name: str | None = None, sha256: str | None = None,
             subtitles: bool = False) -> TranscriptResult:
@@ -259,7 +267,9 @@ class FileTranscriber:
         results: list[ChunkResult] = []
         first_error: BaseException | None = None
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="clip") as pool, \
-                contextlib.closing(prepared.iter_clips()) as clips:
+                contextlib.closing(prepared.iter_clips()) as lazy:
+            # Each clip is decoded and encoded (the generator's step) holding a CPU slot.
+            clips = self.gate.each(lazy, self._stopping)
             pending: set[Future[list[ChunkResult]]] = set()
 
             def collect(done: set[Future[list[ChunkResult]]]) -> None:
@@ -302,7 +312,10 @@ class FileTranscriber:
             t = journaled(journal, key)
             from_journal = t is not None
             if t is None:
-                data, mime = encoded or (prepared.encode(span), prepared.clip_mime)
+                if encoded is None:
+                    with self.gate.slot(self._stopping):
+                        encoded = prepared.encode(span), prepared.clip_mime
+                data, mime = encoded
                 record = (lambda r: journal.record(key, r)) if journal else None
                 t = self.client.transcribe(data, mime, span.sent_seconds,
                                            language=self.language, on_response=record)
@@ -334,7 +347,8 @@ class FileTranscriber:
         """Halves a clip whose answer stopped short or looped, cutting where a left-out
         silence was, else in a pause near the middle, else with an overlap; the clips say why,
         and the first one keeps the discarded answer (it was paid)."""
-        first, second = prepared.split(span)
+        with self.gate.slot(self._stopping):
+            first, second = prepared.split(span)
         head = self._span(prepared, index, first, None, overlap)
         tail = self._span(prepared, index, second, None, second.overlap_before)
         chunks = head + tail
@@ -377,14 +391,16 @@ def _discarded(c: ChunkResult, reason: str, detail: str) -> Discarded:
 class ClientTranscriber:
     """Transcribes whole files through one client: what the daemon gives each job."""
 
-    def __init__(self, client: MimoClient, audio: AudioSettings) -> None:
+    def __init__(self, client: MimoClient, audio: AudioSettings,
+                 gate: PrepareGate | None = None) -> None:
         self.client = client
         self.audio = audio
+        self.gate = gate or PrepareGate()
 
     def transcribe(self, source: InputFile, *, sha256: str, language: str, journal: Journal,
                    on_chunk: Callable[[], None], subtitles: bool = False) -> TranscriptResult:
         """The transcript of ``source`` (read through its descriptor, never by its name), its
         paid answers kept in ``journal``; ``subtitles`` cuts clips for subtitle cues."""
         runner = FileTranscriber(self.client, self.audio, language=language, journal=journal,
-                                 on_chunk=lambda _c: on_chunk())
+                                 on_chunk=lambda _c: on_chunk(), gate=self.gate)
         return runner.run(source.fd, name=str(source.path), sha256=sha256, subtitles=subtitles)

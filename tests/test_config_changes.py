@@ -37,4 +37,4 @@ def test_options_built_at_start_keep_their_old_values(tmp_path: Path) -> None:
     assert set(waiting) <= set(RESTART_ONLY)
     assert changed(old, result) == ["api.model", "log.format"]
     assert result.state_dir == old.state_dir
-    assert result.api.max_concurrency == old.api.max_concurrency == 8
+    assert result.api.max_concurrency == old.api.max_concurrency == 16

@@ -219,9 +219,12 @@ class ApiSettings:
         help="what the account's tokens-per-minute limit counts: prompt plus completion "
              "tokens, or prompt tokens only (undocumented by Xiaomi)")
     max_concurrency: int = option(
-        default=8, minimum=1, maximum=64,
+        # 16: enough in flight that a window's requests leave within a few latencies (8 left
+        # 0.95 of the oracle's rate, `python -m bench pacing`); the account's own cap is not
+        # published (mimo-api.md s.5): a 429 it causes lowers ours (ratelimit).
+        default=16, minimum=1, maximum=64,
         help="requests in flight at once, at most (fewer while the account refuses more); "
-             "also files worked on at once")
+             "also files worked on at once (their clips are decoded a CPU's worth at a time)")
     max_retries: int = option(
         default=4, minimum=0, maximum=20, help="retries of a transient failure within one attempt")
     backoff_initial_seconds: float = option(default=1.0, minimum=0.0, help="first retry delay")
