@@ -154,7 +154,11 @@ class MimoClient:
         if reservation is None:
             raise TransientApiError("client is shutting down")
         try:
-            claimguard.before_send(budget)  # a fleet's job: still ours for the whole request
+            try:
+                claimguard.before_send(budget)  # a fleet's job: still ours for the whole request
+            except BaseException:
+                self.limiter.withdraw(reservation)  # nothing was sent: nothing to count
+                raise
             # The deadline is judged in time the process could run (``runclock``): stopped past
             # it while the answer arrived, it still reads that answer (paid) when it runs again.
             with RUN_CLOCK:

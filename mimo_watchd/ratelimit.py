@@ -200,6 +200,14 @@ class RateLimiter:
             reservation.tokens = 0
             self._cond.notify_all()
 
+    def withdraw(self, reservation: Reservation) -> None:
+        """The request was never sent (its job's claim was found lost first): it and its
+        tokens leave the windows, as if never reserved."""
+        with self._cond:
+            if reservation in self._entries:
+                self._entries.remove(reservation)
+            self._cond.notify_all()
+
     def rejected(self, reservation: Reservation, retry_after: float | None = None) -> None:
         """The account answered 429: the request and its tokens go back, and every request is
         held. With our windows (nearly) full, the account's is evidently fuller and fullest

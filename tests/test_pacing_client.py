@@ -9,13 +9,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
 from bench.harness import wait_for
+from mimo_watchd import claimguard
 from mimo_watchd.client import MimoClient
 from mimo_watchd.config import Secret, default_api_settings
 from mimo_watchd.emulator import Emulator, FaultRule, tones
-from mimo_watchd.errors import TransientApiError
+from mimo_watchd.errors import LeaseLostError, TransientApiError
 from mimo_watchd.ratelimit import WINDOW_MARGIN, RateLimiter
 
 EIGHT = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]  # 4.0 s
@@ -144,3 +146,29 @@ def test_the_accounts_cap_on_requests_in_flight_is_learned(
     last_refused = max(i for i, status in enumerate(statuses) if status == 429)
     assert len(statuses) - last_refused - 1 >= 6  # the burst's retries and the rest: no 429
     assert client.limiter._capacity == 2
+
+
+def test_a_request_whose_claim_was_lost_before_sending_leaves_the_windows(
+        four_seconds: bytes) -> None:
+    """A fleet job whose claim turns out lost after its request was let through the limiter
+    sends nothing, so that request and its tokens leave the windows at once: the next request
+    of a one-request window goes without waiting a minute."""
+    sent: list[httpx.Request] = []
+    settings = default_api_settings(base_url="http://127.0.0.1:9/v1", max_retries=0)
+    limiter = RateLimiter(1, 100_000, max_in_flight=4)
+    client = MimoClient(settings, Secret("sk-pacing-test"), limiter=limiter,
+                        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(
+                            500)))
+
+    def lost(_seconds: float) -> None:
+        raise LeaseLostError("the claim expired")
+
+    try:
+        with claimguard.bound(lost), pytest.raises(LeaseLostError):
+            client.transcribe(four_seconds, "audio/wav", 4.0)
+        assert sent == []
+        with limiter._cond:
+            assert limiter._wait_needed(limiter._estimate(4.0), limiter._clock()) == 0
+            assert limiter._in_flight == 0
+    finally:
+        client.close()

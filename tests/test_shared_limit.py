@@ -156,3 +156,17 @@ def test_a_closed_limiter_admits_nothing(limiters: Any) -> None:
     assert a.acquire(10) is not None
     threading.Timer(0.3, a.close).start()
     assert a.acquire(10) is None
+
+
+def test_a_withdrawn_request_leaves_the_shared_window(limiters: Any) -> None:
+    """A request never sent (its job's claim lost first) leaves the account's window, so
+    another host's request of a one-request window goes at once."""
+    a, b = limiters(rpm=1), limiters(rpm=1)
+    reservation = a.acquire(4.0)
+    assert reservation is not None
+    a.withdraw(reservation)
+    a.release(reservation)
+    assert a.snapshot()["requests_in_window"] == 0
+    started = time.monotonic()
+    assert b.acquire(4.0) is not None
+    assert time.monotonic() - started < WINDOW / 2

@@ -184,13 +184,21 @@ class SharedRateLimiter(RateLimiter):
         held (``Retry-After`` when sent, else a second); the in-flight cap here adjusts as the
         local limiter's does."""
         super().rejected(reservation, retry_after)
+        self._delete(reservation)
+        self.penalize(retry_after if retry_after is not None else 1.0)
+
+    def withdraw(self, reservation: Reservation) -> None:
+        """Never sent (the job's claim was lost first): the request leaves the shared window."""
+        super().withdraw(reservation)
+        self._delete(reservation)
+
+    def _delete(self, reservation: Reservation) -> None:
         if isinstance(reservation, SharedReservation):
             try:
                 self._run("DELETE FROM mw_window WHERE id = %(id)s RETURNING id",
                           {"id": reservation.row})
             except psycopg.Error as exc:
                 log.warning("ratelimit.shared_unreachable", reason=redact(str(exc)))
-        self.penalize(retry_after if retry_after is not None else 1.0)
 
     def _window_full(self, reservation: Reservation) -> bool:
         """Whether the account's shared windows are nearly at the limits (a 429 is then the
